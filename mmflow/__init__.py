@@ -1,0 +1,37 @@
+"""mmflow: a modular plugin framework for multimodal flow-matching models."""
+
+from diffusers import ModelMixin  # noqa: F401  (diffusers resolves component base classes through this module)
+
+from .attention import AttentionBackendError, attend
+from .backbone import DiTBackbone, StreamBackbone
+from .flow import FlowMatchingObjective, Guidance, generate, time_grid
+from .masks import Blocked, Full, LocalWindow, MaskPolicy, SameTime, local_global_policy
+from .plugins import PluginError, TaskPreset, get_registry, hookimpl
+from .streams import StreamBatch, StreamSpec
+from .transformer import MMDiT
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AttentionBackendError",
+    "Blocked",
+    "DiTBackbone",
+    "FlowMatchingObjective",
+    "Full",
+    "Guidance",
+    "LocalWindow",
+    "MMDiT",
+    "MaskPolicy",
+    "PluginError",
+    "SameTime",
+    "StreamBackbone",
+    "StreamBatch",
+    "StreamSpec",
+    "TaskPreset",
+    "attend",
+    "generate",
+    "get_registry",
+    "hookimpl",
+    "local_global_policy",
+    "time_grid",
+]

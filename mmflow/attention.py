@@ -1,0 +1,117 @@
+"""Attention backends with declared capabilities.
+
+A backend says which masks it can honour (``none``, ``dense``, ``block``) and whether it can run backward on
+the device at hand. Asking a backend for a mask it cannot honour raises ``AttentionBackendError``; a mask is
+never dropped silently. ``"auto"`` picks plain SDPA when the mask lets every query see every key, and SDPA
+with a dense boolean mask otherwise (FlexAttention only ties dense SDPA on an H100 for JAM-Flow's masks,
+``performance-anchors.md``, so it is opt-in).
+
+Shape letters: ``b`` batch, ``h`` heads, ``N`` tokens, ``d`` head width.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+import torch.nn.functional as F
+
+from .masks import AttentionMask
+
+logger = logging.getLogger(__name__)
+
+
+class AttentionBackendError(RuntimeError):
+    """A backend was asked for something it cannot do (a mask it cannot honour, backward where unsupported)."""
+
+
+@dataclass(frozen=True)
+class AttentionBackend:
+    """One way of computing attention. ``masks`` lists the mask forms it honours."""
+
+    name: str
+    masks: frozenset[str]
+    description: str
+
+    def check(self, mask: AttentionMask | None) -> None:
+        """Raise if ``mask`` restricts attention and this backend cannot apply a mask."""
+        if mask is not None and not self.masks & {"dense", "block"} and not mask.is_full:
+            raise AttentionBackendError(
+                f"attention backend {self.name!r} cannot apply an attention mask ({self.description}); "
+                f"use attention_backend='sdpa_masked', 'flex' or 'auto'"
+            )
+
+    def __call__(self, q, k, v, mask: AttentionMask | None) -> torch.Tensor:
+        self.check(mask)
+        return _KERNELS[self.name](q, k, v, None if mask is None or mask.is_full else mask)
+
+
+def _sdpa(q, k, v, mask):
+    return F.scaled_dot_product_attention(q, k, v)
+
+
+def _sdpa_masked(q, k, v, mask):
+    return F.scaled_dot_product_attention(q, k, v, attn_mask=None if mask is None else mask.dense(q.device))
+
+
+@lru_cache(maxsize=1)
+def _compiled_flex():
+    from torch.nn.attention.flex_attention import flex_attention
+
+    return torch.compile(flex_attention, dynamic=False)
+
+
+def _flex(q, k, v, mask):
+    from torch.nn.attention.flex_attention import flex_attention
+
+    if q.device.type == "cpu" and torch.is_grad_enabled() and (q.requires_grad or k.requires_grad or v.requires_grad):
+        raise AttentionBackendError(
+            "FlexAttention has no backward pass on CPU in this torch; train on CPU with attention_backend='sdpa_masked'"
+        )
+    block = None if mask is None else mask.block_mask(q.device)
+    if q.device.type == "cuda":
+        return _compiled_flex()(q, k, v, block_mask=block)
+    return flex_attention(q, k, v, block_mask=block)
+
+
+_KERNELS = {"sdpa": _sdpa, "sdpa_masked": _sdpa_masked, "flex": _flex}
+
+BACKENDS: dict[str, AttentionBackend] = {
+    "sdpa": AttentionBackend("sdpa", frozenset({"none"}), "plain scaled_dot_product_attention, no mask"),
+    "sdpa_masked": AttentionBackend(
+        "sdpa_masked", frozenset({"none", "dense"}), "scaled_dot_product_attention with a dense boolean mask"
+    ),
+    "flex": AttentionBackend(
+        "flex", frozenset({"none", "block"}), "FlexAttention with a BlockMask (compiled on CUDA; forward only on CPU)"
+    ),
+}
+
+BACKEND_CHOICES = ("auto", *BACKENDS)
+
+
+def check_backend_name(name: str) -> str:
+    if name not in BACKEND_CHOICES:
+        raise ValueError(f"unknown attention backend {name!r}; choose one of {BACKEND_CHOICES}")
+    return name
+
+
+def attend(q, k, v, mask: AttentionMask | None, backend: str = "auto") -> torch.Tensor:
+    """Attention of ``q`` ``(b, h, N, d)`` over ``k``, ``v`` under ``mask`` with the named backend."""
+    if backend == "auto":
+        backend = "sdpa" if mask is None or mask.is_full else "sdpa_masked"
+    try:
+        chosen = BACKENDS[backend]
+    except KeyError:
+        raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKEND_CHOICES}") from None
+    return chosen(q, k, v, mask)
+
+
+def naive_attention(q, k, v, dense_mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Reference attention written out with softmax (for tests): masked scores are −inf, empty rows give 0."""
+    scores = q.float() @ k.float().transpose(-1, -2) / q.shape[-1] ** 0.5
+    if dense_mask is not None:
+        scores = scores.masked_fill(~dense_mask, float("-inf"))
+    weights = torch.softmax(scores, dim=-1).nan_to_num(0.0)
+    return (weights @ v.float()).to(q.dtype)

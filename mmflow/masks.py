@@ -1,0 +1,347 @@
+"""Attention mask policies over pairs of streams, compiled for one joint sequence.
+
+A ``MaskPolicy`` says, for each (query stream, key stream) pair, which keys a query frame may see:
+
+- ``Full``: every key of that stream;
+- ``Blocked``: none of them;
+- ``LocalWindow(seconds)``: keys whose start time is within ``seconds`` of the query's start time
+  (a window of 2·seconds around it);
+- ``SameTime``: the frames that overlap in time: a fast frame sees the slow frame that contains its start
+  time, a slow frame sees the fast frames that start inside it.
+
+Rules work on integer frame indices and exact rational rates only. Float time (``floor(t · 25)``) puts some
+frames on the wrong side of a boundary, differently on CPU and GPU (``performance-anchors.md``).
+
+A policy compiles (``build_attention_mask``) for a concrete joint sequence (streams concatenated in order,
+each padded to its own length) into an ``AttentionMask``, which gives a dense boolean mask for SDPA and a
+FlexAttention ``BlockMask``; both come from the same rule code. Key padding and per-sample joint-view
+switches (a stream whose queries see only their own stream, used by guidance) are folded in.
+
+Shape letters: ``b`` batch, ``N`` joint tokens, ``n`` tokens of one stream.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from fractions import Fraction
+
+import torch
+
+from .streams import as_fraction
+
+# --------------------------------------------------------------------------------------------------- rules
+
+
+class MaskRule:
+    """Which key frames of one stream a query frame of another (or the same) stream may see.
+
+    ``allowed(q, k, q_rate, k_rate)`` takes broadcastable int64 frame-index tensors and exact rates and
+    returns a bool tensor; it must use integer arithmetic only (it also runs inside FlexAttention).
+    """
+
+    kind: str = ""
+
+    def allowed(self, q: torch.Tensor, k: torch.Tensor, q_rate: Fraction, k_rate: Fraction) -> torch.Tensor:
+        raise NotImplementedError
+
+    def to_config(self) -> dict:
+        return {"rule": self.kind}
+
+    def __eq__(self, other):
+        return type(self) is type(other) and self.to_config() == other.to_config()
+
+    def __hash__(self):
+        return hash(tuple(sorted(self.to_config().items())))
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v}" for k, v in self.to_config().items() if k != "rule")
+        return f"{type(self).__name__}({args})"
+
+
+class Full(MaskRule):
+    """Every key of the key stream."""
+
+    kind = "all"
+
+    def allowed(self, q, k, q_rate, k_rate):
+        return torch.ones_like(q + k, dtype=torch.bool)
+
+
+class Blocked(MaskRule):
+    """No key of the key stream."""
+
+    kind = "none"
+
+    def allowed(self, q, k, q_rate, k_rate):
+        return torch.zeros_like(q + k, dtype=torch.bool)
+
+
+class LocalWindow(MaskRule):
+    """Keys whose start time is within ``seconds`` of the query frame's start time."""
+
+    kind = "window"
+
+    def __init__(self, seconds: float | str | Fraction):
+        self.seconds = as_fraction(seconds, "window")
+        if self.seconds < 0:
+            raise ValueError(f"a local window needs seconds >= 0, got {self.seconds}")
+
+    def allowed(self, q, k, q_rate, k_rate):
+        # |q / q_rate − k / k_rate| ≤ w, multiplied through by every denominator so it stays exact:
+        # |q · a2·b1·w2 − k · b2·a1·w2| ≤ w1·a1·b1 with q_rate = a1/a2, k_rate = b1/b2, w = w1/w2.
+        a1, a2 = q_rate.numerator, q_rate.denominator
+        b1, b2 = k_rate.numerator, k_rate.denominator
+        w1, w2 = self.seconds.numerator, self.seconds.denominator
+        q_coef, k_coef, limit = a2 * b1 * w2, b2 * a1 * w2, w1 * a1 * b1
+        common = math.gcd(math.gcd(q_coef, k_coef), limit) or 1
+        return (q * (q_coef // common) - k * (k_coef // common)).abs() <= limit // common
+
+    def to_config(self):
+        return {"rule": self.kind, "seconds": f"{self.seconds.numerator}/{self.seconds.denominator}"}
+
+
+class SameTime(MaskRule):
+    """The frames of the key stream that overlap the query frame in time."""
+
+    kind = "same_time"
+
+    def allowed(self, q, k, q_rate, k_rate):
+        if q_rate >= k_rate:  # fast query: the one slow key frame holding its start time
+            ratio = k_rate / q_rate
+            return k == (q * ratio.numerator) // ratio.denominator
+        ratio = q_rate / k_rate  # slow query: the fast key frames starting inside it
+        return q == (k * ratio.numerator) // ratio.denominator
+
+
+RULES = {rule.kind: rule for rule in (Full, Blocked, LocalWindow, SameTime)}
+
+
+def rule_from_config(config: Mapping | MaskRule | str) -> MaskRule:
+    if isinstance(config, MaskRule):
+        return config
+    if isinstance(config, str):
+        config = {"rule": config}
+    config = dict(config)
+    kind = config.pop("rule", None)
+    if kind not in RULES:
+        raise ValueError(f"unknown mask rule {kind!r}; choose one of {sorted(RULES)}")
+    try:
+        return RULES[kind](**config)
+    except TypeError as error:
+        raise ValueError(f"bad arguments {config} for mask rule {kind!r}: {error}") from error
+
+
+# --------------------------------------------------------------------------------------------------- policy
+
+
+@dataclass
+class MaskPolicy:
+    """Rules per (query stream, key stream); pairs not listed use ``default``."""
+
+    rules: dict[tuple[str, str], MaskRule] = field(default_factory=dict)
+    default: MaskRule = field(default_factory=Full)
+
+    def rule(self, query: str, key: str) -> MaskRule:
+        return self.rules.get((query, key), self.default)
+
+    def validate(self, streams: Sequence[str]) -> None:
+        """Raise if a rule names a stream the model does not have."""
+        for query, key in self.rules:
+            for name in (query, key):
+                if name not in streams:
+                    raise ValueError(
+                        f"mask rule ({query!r} -> {key!r}) names stream {name!r}, which this model does not have; "
+                        f"its streams are {list(streams)}"
+                    )
+
+    def to_config(self) -> dict:
+        return {
+            "default": self.default.to_config(),
+            "rules": [{"query": q, "key": k, **rule.to_config()} for (q, k), rule in self.rules.items()],
+        }
+
+    @classmethod
+    def from_config(cls, config: Mapping | MaskPolicy | None) -> MaskPolicy:
+        if config is None:
+            return cls()
+        if isinstance(config, MaskPolicy):
+            return config
+        unknown = sorted(set(config) - {"default", "rules"})
+        if unknown:
+            raise ValueError(f"unknown mask policy keys {unknown}; a policy has 'default' and 'rules'")
+        rules = {}
+        for entry in config.get("rules", []):
+            entry = dict(entry)
+            try:
+                pair = (entry.pop("query"), entry.pop("key"))
+            except KeyError as error:
+                raise ValueError(f"mask rule {entry} needs 'query' and 'key' stream names") from error
+            rules[pair] = rule_from_config(entry)
+        return cls(rules=rules, default=rule_from_config(config.get("default", "all")))
+
+
+def local_global_policy(global_stream: str, local_stream: str, window_seconds: float | str) -> MaskPolicy:
+    """The JAM-Flow masks (paper section 4.5), for any pair of streams.
+
+    Queries of ``local_stream`` (motion in JAM-Flow) see their own stream and ``global_stream`` only inside a
+    local window; queries of ``global_stream`` (audio) see all of their own stream and only the
+    ``local_stream`` frame at their own time.
+    """
+    window = LocalWindow(window_seconds)
+    return MaskPolicy(
+        rules={
+            (local_stream, local_stream): window,
+            (local_stream, global_stream): window,
+            (global_stream, global_stream): Full(),
+            (global_stream, local_stream): SameTime(),
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------- compiled
+
+
+@dataclass(frozen=True)
+class StreamSegment:
+    """Where one stream sits in the joint sequence."""
+
+    name: str
+    rate: Fraction
+    offset: int
+    length: int
+
+
+@dataclass
+class AttentionMask:
+    """A mask policy compiled for one joint sequence; gives a dense bool mask or a FlexAttention BlockMask.
+
+    ``key_valid`` ``(b, N)`` marks real (non-padding) tokens; ``joint_view`` ``(b, S)`` says per sample whether
+    each stream's queries see the other streams. Padding queries see every real key (their output is discarded
+    by the model), so no row is empty.
+    """
+
+    policy: MaskPolicy
+    segments: tuple[StreamSegment, ...]
+    key_valid: torch.Tensor | None = None
+    joint_view: torch.Tensor | None = None
+    _dense: torch.Tensor | None = field(default=None, repr=False)
+    _block: object | None = field(default=None, repr=False)
+
+    @property
+    def size(self) -> int:
+        return sum(segment.length for segment in self.segments)
+
+    @property
+    def is_full(self) -> bool:
+        """True when every query sees every key: no mask needs to be applied at all."""
+        if self.key_valid is not None and not bool(self.key_valid.all()):
+            return False
+        if self.joint_view is not None and len(self.segments) > 1 and not bool(self.joint_view.all()):
+            return False
+        return all(
+            isinstance(self.policy.rule(a.name, b.name), Full) for a in self.segments for b in self.segments
+        )
+
+    @property
+    def per_sample(self) -> bool:
+        """Whether the mask differs between samples (padding or per-sample joint views)."""
+        padded = self.key_valid is not None and not bool(self.key_valid.all())
+        switched = self.joint_view is not None and not bool(self.joint_view.all())
+        return padded or switched
+
+    def _pair_allowed(self, qa: StreamSegment, kb: StreamSegment, q: torch.Tensor, k: torch.Tensor):
+        return self.policy.rule(qa.name, kb.name).allowed(q, k, qa.rate, kb.rate)
+
+    def dense(self, device: torch.device | str | None = None) -> torch.Tensor:
+        """Boolean mask ``(b or 1, 1, N, N)``, True where a query may attend to a key (SDPA's convention)."""
+        if self._dense is not None:
+            return self._dense
+        device = device or (self.key_valid.device if self.key_valid is not None else "cpu")
+        n = self.size
+        base = torch.zeros(n, n, dtype=torch.bool, device=device)
+        for qa in self.segments:
+            q = torch.arange(qa.length, device=device)[:, None]
+            for kb in self.segments:
+                k = torch.arange(kb.length, device=device)[None, :]
+                block = self._pair_allowed(qa, kb, q, k)
+                base[qa.offset : qa.offset + qa.length, kb.offset : kb.offset + kb.length] = block
+        mask = base[None]  # (1, N, N)
+        if self.per_sample:
+            mask = mask.expand(self._batch_size(), n, n).clone()
+            if self.joint_view is not None:
+                for s, seg in enumerate(self.segments):
+                    rows = slice(seg.offset, seg.offset + seg.length)
+                    own = torch.zeros(n, dtype=torch.bool, device=device)
+                    own[rows] = True
+                    off = ~self.joint_view[:, s].to(device)  # (b,)
+                    mask[off, rows, :] &= own
+            if self.key_valid is not None:
+                valid = self.key_valid.to(device)
+                mask &= valid[:, None, :]
+                mask |= (~valid)[:, :, None] & valid[:, None, :]  # padding queries: all real keys
+        self._dense = mask.unsqueeze(1)
+        return self._dense
+
+    def _batch_size(self) -> int:
+        for tensor in (self.key_valid, self.joint_view):
+            if tensor is not None:
+                return tensor.shape[0]
+        return 1
+
+    def mask_mod(self):
+        """A FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` with the same semantics as ``dense``."""
+        segments = self.segments
+        key_valid = self.key_valid if self.per_sample and self.key_valid is not None else None
+        joint_view = self.joint_view if self.per_sample and self.joint_view is not None else None
+        pair_allowed = self._pair_allowed
+
+        def mask_mod(b, h, q_idx, kv_idx):
+            allowed = torch.zeros_like(q_idx, dtype=torch.bool)
+            for s, qa in enumerate(segments):
+                in_q = (q_idx >= qa.offset) & (q_idx < qa.offset + qa.length)
+                for kb in segments:
+                    in_k = (kv_idx >= kb.offset) & (kv_idx < kb.offset + kb.length)
+                    ok = in_q & in_k & pair_allowed(qa, kb, q_idx - qa.offset, kv_idx - kb.offset)
+                    if joint_view is not None and kb is not qa:
+                        ok = ok & joint_view[b, s]
+                    allowed = allowed | ok
+            if key_valid is not None:
+                k_ok = key_valid[b, kv_idx]
+                allowed = (allowed & k_ok) | (~key_valid[b, q_idx] & k_ok)
+            return allowed
+
+        return mask_mod
+
+    def block_mask(self, device: torch.device | str, block_size: int = 128, compile: bool | None = None):
+        """FlexAttention ``BlockMask`` for this mask (cached on the object; build it once per forward pass)."""
+        if self._block is None:
+            from torch.nn.attention.flex_attention import create_block_mask
+
+            batch = self._batch_size() if self.per_sample else None
+            compile = torch.device(device).type == "cuda" if compile is None else compile
+            self._block = create_block_mask(
+                self.mask_mod(), batch, None, self.size, self.size, device=device,
+                BLOCK_SIZE=block_size, _compile=compile,
+            )
+        return self._block
+
+
+def build_attention_mask(
+    policy: MaskPolicy,
+    segments: Sequence[StreamSegment],
+    key_valid: torch.Tensor | None = None,
+    joint_view: torch.Tensor | None = None,
+) -> AttentionMask:
+    """Compile ``policy`` for streams laid out as ``segments`` (in order, back to back)."""
+    offset = 0
+    for segment in segments:
+        if segment.offset != offset:
+            raise ValueError(f"segments must be back to back; {segment.name!r} starts at {segment.offset}, not {offset}")
+        offset += segment.length
+    if key_valid is not None and key_valid.shape[-1] != offset:
+        raise ValueError(f"key_valid covers {key_valid.shape[-1]} tokens, the joint sequence has {offset}")
+    if joint_view is not None and joint_view.shape[-1] != len(segments):
+        raise ValueError(f"joint_view needs one column per stream ({len(segments)}), got {joint_view.shape[-1]}")
+    return AttentionMask(policy=policy, segments=tuple(segments), key_valid=key_valid, joint_view=joint_view)

@@ -1,0 +1,1 @@
+"""mmflow plugin: the F5-TTS speech stream."""

@@ -1,0 +1,1 @@
+"""mmflow plugin: the LivePortrait keypoint motion stream."""
