@@ -150,7 +150,13 @@ class Guidance:
 class GuidedVelocity:
     """A velocity function for ``integrate``: the model with guidance, cond and uncond in one batch."""
 
-    def __init__(self, model, batches: Mapping[str, StreamBatch], guidance: Guidance | None = None):
+    def __init__(
+        self,
+        model,
+        batches: Mapping[str, StreamBatch],
+        guidance: Guidance | None = None,
+        joint_view: Mapping[str, bool] | bool = True,
+    ):
         self.model, self.guidance = model, guidance or Guidance()
         self.batches = dict(batches)
         names = list(batches)
@@ -159,22 +165,22 @@ class GuidedVelocity:
         unknown = sorted((set(self.guidance.scales) | set(self.guidance.joint_view)) - set(names))
         if unknown:
             raise KeyError(f"guidance names unknown stream(s) {unknown}; streams are {names}")
+        base_view = {n: joint_view if isinstance(joint_view, bool) else joint_view.get(n, True) for n in names}
+        on = torch.ones(b, dtype=torch.bool, device=device)
+        off = torch.zeros(b, dtype=torch.bool, device=device)
         if self.guidance.enabled:
             dropped = set(names if self.guidance.drop is None else self.guidance.drop)
             self.batches = {n: batch.repeat(2) for n, batch in batches.items()}
-            off = torch.zeros(b, dtype=torch.bool, device=device)
-            on = torch.ones(b, dtype=torch.bool, device=device)
             self.drop = {n: torch.cat([off, on if n in dropped else off]) for n in names}
-            self.view = {
-                n: torch.cat([on, on if self.guidance.joint_view.get(n, True) else off]) for n in names
-            }
+            uncond_view = {n: base_view[n] and self.guidance.joint_view.get(n, True) for n in names}
+            self.view = {n: torch.cat([on if base_view[n] else off, on if uncond_view[n] else off]) for n in names}
         else:
-            self.drop, self.view = None, None
+            self.drop, self.view = None, {n: on if base_view[n] else off for n in names}
 
     def __call__(self, x: Streams, t: torch.Tensor) -> Streams:
         if not self.guidance.enabled:
             b = next(iter(x.values())).shape[0]
-            return self.model(x, t.expand(b), self.batches)
+            return self.model(x, t.expand(b), self.batches, joint_view=self.view)
         doubled = {n: torch.cat([v, v]) for n, v in x.items()}
         b2 = next(iter(doubled.values())).shape[0]
         v = self.model(doubled, t.expand(b2), self.batches, drop=self.drop, joint_view=self.view)
@@ -204,12 +210,17 @@ def generate(
     guidance: Guidance | None = None,
     generator: torch.Generator | None = None,
     noise: Streams | None = None,
+    joint_view: Mapping[str, bool] | bool = True,
     progress: bool = False,
 ) -> Streams:
-    """Sample every stream; given frames come back exactly as given, padding frames as zeros."""
+    """Sample every stream; given frames come back exactly as given, padding frames as zeros.
+
+    ``joint_view=False`` (or False for some streams) runs the model with those streams' joint view off, i.e.
+    as if the joint schedule were switched off for their queries.
+    """
     x0 = sample_noise(batches, generator) if noise is None else dict(noise)
     grid = time_grid(steps, sway, device=next(iter(batches.values())).latent.device)
-    x1 = integrate(GuidedVelocity(model, batches, guidance), x0, grid, method, progress)
+    x1 = integrate(GuidedVelocity(model, batches, guidance, joint_view), x0, grid, method, progress)
     out = {}
     for name, batch in batches.items():
         result = torch.where(batch.given.unsqueeze(-1), batch.latent, x1[name])

@@ -1,0 +1,44 @@
+"""The ``mmflow`` command line: list plugins and run demos."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from .plugins import PluginError, get_registry
+
+
+def _plugins(args) -> int:
+    registry = get_registry()
+    print(f"{'plugin':<22}{'distribution':<28}{'version':<10}module")
+    for info in registry.plugins:
+        print(f"{info.name:<22}{info.distribution:<28}{info.version:<10}{info.module}")
+    for kind in ("streams", "backbones", "mask_presets", "tasks", "demos"):
+        table = getattr(registry, kind)
+        entries = ", ".join(f"{name} ({registry.owners[(kind, name)]})" for name in sorted(table)) or "-"
+        print(f"{kind.replace('_', ' ') + ':':<14}{entries}")
+    return 0
+
+
+def _demo(args) -> int:
+    return int(get_registry().demo(args.name)(args.demo_args) or 0)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="mmflow", description="Multimodal flow-matching models.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    commands.add_parser("plugins", help="list installed plugins and what they register").set_defaults(run=_plugins)
+    demo = commands.add_parser("demo", help="run a demo registered by a plugin (e.g. `mmflow demo toy`)")
+    demo.add_argument("name", help="demo name (see `mmflow plugins`)")
+    demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="arguments passed to the demo")
+    demo.set_defaults(run=_demo)
+    args = parser.parse_args(argv)
+    try:
+        return args.run(args)
+    except PluginError as error:
+        print(f"mmflow: error: {error}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,15 @@
+"""Registrations of the F5-TTS audio plugin."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from mmflow import StreamSpec, hookimpl
+
+# 24 kHz audio, hop 256: 93.75 log-mel frames per second, 100 mel bins (F5-TTS / Vocos mel-24khz).
+AUDIO = StreamSpec(name="audio", frame_rate=Fraction(24000, 256), channels=100, position="scaled")
+
+
+@hookimpl
+def mmflow_streams():
+    return [AUDIO]
