@@ -25,7 +25,8 @@ logger = logging.getLogger(__name__)
 
 
 def toy_model_config(width: int = 64, depth: int = 4, schedule: str = "half") -> dict:
-    backbone = {"dim": width, "depth": depth, "heads": 2, "dim_head": width // 2, "ff_mult": 2, "conv_pos_groups": 8}
+    backbone = {"dim": width, "depth": depth, "heads": 2, "dim_head": width // 2, "ff_mult": 2, "conv_pos_kernel": 7,
+                "conv_pos_groups": 8}
     return {
         "streams": {
             "signal": {**SIGNAL.to_config(), "backbone": "dit", "backbone_config": backbone},

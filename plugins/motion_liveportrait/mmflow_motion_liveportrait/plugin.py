@@ -1,0 +1,15 @@
+"""Registrations of the LivePortrait motion plugin."""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from mmflow import StreamSpec, hookimpl
+
+# 25 frames/s; generated: the 4 mouth keypoints × 3 of the expression; condition: the other 17 × 3.
+MOTION = StreamSpec(name="motion", frame_rate=Fraction(25), channels=12, cond_channels=51, position="scaled")
+
+
+@hookimpl
+def mmflow_streams():
+    return [MOTION]
