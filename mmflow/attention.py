@@ -12,6 +12,8 @@ Shape letters: ``b`` batch, ``h`` heads, ``N`` tokens, ``d`` head width.
 from __future__ import annotations
 
 import logging
+import os
+import warnings
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -63,6 +65,12 @@ def _compiled_flex():
     return torch.compile(flex_attention, dynamic=False)
 
 
+def _compile_flex(device: torch.device) -> bool:
+    """Compile FlexAttention on CUDA always, on CPU only when asked (``MMFLOW_COMPILE_FLEX=1``): a cold CPU
+    compile costs ~10 s per shape, more than tests and one-off runs gain from it."""
+    return device.type == "cuda" or os.environ.get("MMFLOW_COMPILE_FLEX") == "1"
+
+
 def _flex(q, k, v, mask):
     from torch.nn.attention.flex_attention import flex_attention
 
@@ -71,9 +79,11 @@ def _flex(q, k, v, mask):
             "FlexAttention has no backward pass on CPU in this torch; train on CPU with attention_backend='sdpa_masked'"
         )
     block = None if mask is None else mask.block_mask(q.device)
-    if q.device.type == "cuda":
+    if _compile_flex(q.device):
         return _compiled_flex()(q, k, v, block_mask=block)
-    return flex_attention(q, k, v, block_mask=block)
+    with warnings.catch_warnings():  # eager flex warns that it is unfused; on CPU that is the known trade-off
+        warnings.filterwarnings("ignore", message="flex_attention called without torch.compile")
+        return flex_attention(q, k, v, block_mask=block)
 
 
 _KERNELS = {"sdpa": _sdpa, "sdpa_masked": _sdpa_masked, "flex": _flex}

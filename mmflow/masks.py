@@ -320,7 +320,8 @@ class AttentionMask:
             from torch.nn.attention.flex_attention import create_block_mask
 
             batch = self._batch_size() if self.per_sample else None
-            compile = torch.device(device).type == "cuda" if compile is None else compile
+            if compile is None:
+                compile = torch.device(device).type == "cuda"
             self._block = create_block_mask(
                 self.mask_mod(), batch, None, self.size, self.size, device=device,
                 BLOCK_SIZE=block_size, _compile=compile,
