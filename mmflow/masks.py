@@ -26,6 +26,7 @@ import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from functools import cached_property
 
 import torch
 
@@ -233,9 +234,10 @@ class AttentionMask:
     def size(self) -> int:
         return sum(segment.length for segment in self.segments)
 
-    @property
+    @cached_property
     def is_full(self) -> bool:
-        """True when every query sees every key: no mask needs to be applied at all."""
+        """True when every query sees every key: no mask needs to be applied at all (computed once: on a GPU
+        each check is a device sync, and every layer asks)."""
         if self.key_valid is not None and not bool(self.key_valid.all()):
             return False
         if self.joint_view is not None and len(self.segments) > 1 and not bool(self.joint_view.all()):
@@ -244,7 +246,7 @@ class AttentionMask:
             isinstance(self.policy.rule(a.name, b.name), Full) for a in self.segments for b in self.segments
         )
 
-    @property
+    @cached_property
     def per_sample(self) -> bool:
         """Whether the mask differs between samples (padding or per-sample joint views)."""
         padded = self.key_valid is not None and not bool(self.key_valid.all())
