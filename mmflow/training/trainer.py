@@ -1,0 +1,394 @@
+"""The Accelerate-driven training loop for any MMDiT: one stage, the inpainting objective, exact resume.
+
+One optimizer step is ``gradient_accumulation`` micro-batches of ``batch_size`` rows on every process.
+Per micro-batch, every stream gets a random span to generate (``random_span_mask``; the rest of the stream
+is given as context), some streams are given whole, some samples' conditions are dropped, and
+``FlowMatchingObjective`` computes the loss on the generated frames.
+
+Resuming is exact: a checkpoint holds the model, optimizer, LR scheduler, EMA, every rank's RNG states and
+objective generator, and the data position (epoch, batches used in it), so a resumed run produces the same
+losses as one that never stopped.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib
+import math
+import os
+import time
+from collections.abc import Mapping
+from pathlib import Path
+
+import numpy as np
+import torch
+import yaml
+from accelerate import Accelerator
+from accelerate.logging import get_logger
+from accelerate.tracking import get_available_trackers
+from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from diffusers.optimization import get_scheduler
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..flow import FlowMatchingObjective, generate, masked_mse, random_span_mask
+from ..io import atomic_path
+from ..streams import StreamBatch
+from ..transformer import MMDiT
+from .checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
+from .config import ConfigError, ModelConfig, TrainingConfig
+from .data import LengthBucketSampler, MultiStreamCollator, resolve_columns, row_seconds
+from .ema import EMA
+from .stages import Stage, apply_stage, trainable_parameters
+
+logger = get_logger(__name__)
+
+SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
+
+
+def build_model(config: ModelConfig, seed: int = 0) -> MMDiT:
+    """A new MMDiT from ``config.config`` (initialised from ``seed``, the same on every rank) or a saved one."""
+    if config.pretrained is not None:
+        return MMDiT.from_pretrained(config.pretrained)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        return MMDiT(**config.config)
+
+
+def build_dataset(config):
+    """The ``datasets.Dataset`` of ``config.data``: ``source`` called with ``kwargs``, or loaded from ``path``."""
+    import datasets
+
+    data = config.data
+    if data.path is not None:
+        return datasets.load_from_disk(data.path)
+    module_name, _, function_name = data.source.partition(":")
+    try:
+        function = getattr(importlib.import_module(module_name), function_name)
+    except (ImportError, AttributeError) as error:
+        raise ConfigError(f"data.source: cannot import {data.source!r} ({error}); is its package installed?") from error
+    dataset = function(**data.kwargs)
+    if not isinstance(dataset, datasets.Dataset):
+        raise ConfigError(f"data.source: {data.source!r} returned {type(dataset).__name__}, not a datasets.Dataset")
+    return dataset
+
+
+def _rank_seed(seed: int, rank: int) -> int:
+    """A distinct, reproducible seed per (run seed, rank)."""
+    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+
+
+def make_accelerator(config: TrainingConfig, cpu: bool = False) -> Accelerator:
+    """The ``Accelerator`` a run of ``config`` needs (``cpu=True`` forces the CPU even where a GPU exists)."""
+    tracker = None if config.tracker == "none" else config.tracker
+    if tracker is not None and tracker not in [str(getattr(t, "value", t)) for t in get_available_trackers()]:
+        raise ConfigError(f"tracker: {tracker!r} is not installed (pip install {tracker}), or set tracker: none")
+    return Accelerator(
+        cpu=cpu,
+        mixed_precision=config.mixed_precision,
+        gradient_accumulation_plugin=GradientAccumulationPlugin(
+            num_steps=config.gradient_accumulation, sync_with_dataloader=False
+        ),
+        step_scheduler_with_optimizer=False,  # the schedule counts optimizer steps, whatever the world size
+        log_with=tracker,
+        project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=config.output_dir),
+    )
+
+
+class Trainer:
+    """Train ``model`` on ``dataset`` as ``config`` says.
+
+    Args:
+        config: The run's ``TrainingConfig``.
+        model: The model to train (``build_model``); the stage's freezing is applied here.
+        dataset: A ``datasets.Dataset`` with one time-major array column per stream (``data.py``).
+        accelerator: Built from the config when None (tests pass their own).
+    """
+
+    def __init__(self, config: TrainingConfig, model: MMDiT, dataset, accelerator: Accelerator | None = None):
+        self.config = config
+        self.output_dir = Path(config.output_dir)
+        self.accelerator = accelerator or make_accelerator(config)
+        acc = self.accelerator
+        if config.mixed_precision == "bf16" and acc.device.type == "cpu":
+            raise ConfigError(
+                "mixed_precision: bf16 is for GPUs; on CPU it is slower than fp32 and changes the numbers. "
+                "Set mixed_precision: 'no' for CPU runs"
+            )
+        self._check_streams(model)
+
+        stage_config = config.current_stage
+        self.stage = Stage(config.stage, tuple(stage_config.frozen), stage_config.description)
+        status = apply_stage(model, self.stage)
+        trainable = sum(p.numel() for _, p in trainable_parameters(model))
+        frozen = sum(p.numel() for p in model.parameters()) - trainable
+        logger.info(f"{acc.num_processes} process(es) ({acc.distributed_type}, {acc.device}); stage "
+                    f"{self.stage.name!r}: training {trainable:,} parameters, {frozen:,} frozen "
+                    f"(frozen streams: {list(self.stage.frozen) or 'none'})")
+        self.parameter_status = status
+        self.ema = EMA(model, config.ema.decay, config.ema.update_every)
+
+        self.specs = dict(model.specs)
+        self.columns = resolve_columns(self.specs, dataset.column_names, config.data.columns)
+        self.collate = MultiStreamCollator(self.specs, self.columns)
+        self.dataset = dataset.with_format("torch")
+        self.sampler = LengthBucketSampler(
+            row_seconds(dataset, self.columns, self.specs), config.batch_size, num_replicas=acc.num_processes,
+            seed=config.seed, bucket_batches=config.data.bucket_batches, shuffle=config.data.shuffle,
+        )
+        loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collate,
+                            num_workers=config.data.num_workers)
+        optimizer = torch.optim.AdamW(
+            [p for _, p in trainable_parameters(model)], lr=config.optimizer.lr, betas=tuple(config.optimizer.betas),
+            weight_decay=config.optimizer.weight_decay, eps=config.optimizer.eps,
+        )
+        scheduler = get_scheduler(SCHEDULER_NAMES[config.schedule.name], optimizer,
+                                  num_warmup_steps=config.schedule.warmup_steps, num_training_steps=config.total_steps)
+        self.model, self.optimizer, self.loader, self.scheduler = acc.prepare(model, optimizer, loader, scheduler)
+        acc.register_for_checkpointing(self.ema)
+
+        self.objective = FlowMatchingObjective(dict(config.objective.condition_dropout),
+                                               dict(config.objective.stream_weights))
+        self.generator = torch.Generator().manual_seed(_rank_seed(config.seed, acc.process_index))
+        set_seed(_rank_seed(config.seed + 1, acc.process_index))  # dropout and anything else on the global RNG
+        self.step, self.epoch, self.batch_in_epoch = 0, 0, 0
+        self.history: list[dict] = []
+
+    # ---------------------------------------------------------------------------------------------- setup
+
+    def _check_streams(self, model: MMDiT):
+        unknown = sorted(self.config.objective.stream_names() - set(model.stream_names))
+        if unknown:
+            raise ConfigError(f"objective names unknown stream(s) {unknown}; the model has streams {model.stream_names}")
+
+    @property
+    def unwrapped(self) -> MMDiT:
+        return self.accelerator.unwrap_model(self.model)
+
+    # ---------------------------------------------------------------------------------------------- one step
+
+    def inpainting_batches(self, batches: Mapping[str, StreamBatch]) -> dict[str, StreamBatch]:
+        """Draw the context of every stream: a random span is generated, the rest given; some streams whole."""
+        out = {}
+        for name, batch in batches.items():
+            span = random_span_mask(batch.lengths, batch.num_frames, self.config.objective.span_for(name),
+                                    generator=self.generator)
+            given = batch.valid & ~span
+            p = self.config.objective.given_whole.get(name, 0.0)
+            if p:
+                whole = (torch.rand(batch.batch_size, generator=self.generator) < p).to(given.device)
+                given = torch.where(whole[:, None], batch.valid, given)
+            out[name] = batch.replace(given=given)
+        return out
+
+    def _micro_step(self, batches):
+        batches = self.inpainting_batches(batches)
+        loss = self.objective(self.model, batches, self.generator)
+        self.accelerator.backward(loss.total)
+        return loss
+
+    def _out_of_memory(self) -> RuntimeError:
+        c = self.config
+        return RuntimeError(
+            f"out of memory in a training step with batch_size={c.batch_size} per process (clips up to "
+            f"{max(self.sampler.lengths):.1f} s). Lower batch_size and raise gradient_accumulation (currently "
+            f"{c.gradient_accumulation}) to keep the effective batch, drop long clips from the dataset, or use "
+            f"mixed_precision: bf16 on GPU"
+        )
+
+    # ---------------------------------------------------------------------------------------------- loop
+
+    def fit(self, resume_from: str | os.PathLike | None = "auto") -> list[dict]:
+        """Train up to ``total_steps``; return the per-step metrics of this call.
+
+        ``resume_from``: ``"auto"`` (the newest checkpoint in ``output_dir/checkpoints``, if any), a checkpoint
+        folder, or None (start fresh). Call ``accelerator.end_training()`` when done with the trainer (it
+        flushes the trackers and ends the process group).
+        """
+        acc, config = self.accelerator, self.config
+        if resume_from == "auto":
+            resume_from = latest_checkpoint(self.output_dir / "checkpoints")
+        if resume_from is not None:
+            self.load_checkpoint(resume_from)
+        if config.tracker != "none":
+            acc.init_trackers(config.project, config=_scalars(config.to_dict()))
+        self.model.train()
+        last_saved = self.step if resume_from is not None else None
+        progress = tqdm(total=config.total_steps, initial=self.step, desc=f"training ({self.stage.name})",
+                        disable=not acc.is_local_main_process)
+        sums, micro, frames, started = {}, 0, 0, time.perf_counter()
+        while self.step < config.total_steps:
+            self.sampler.set_epoch(self.epoch)
+            self.loader.set_epoch(self.epoch)
+            loader = acc.skip_first_batches(self.loader, self.batch_in_epoch) if self.batch_in_epoch else self.loader
+            for batches in loader:
+                with acc.accumulate(self.model):
+                    try:
+                        loss = self._micro_step(batches)
+                    except torch.OutOfMemoryError as error:
+                        raise self._out_of_memory() from error
+                    for key, value in {"loss": loss.total, **{f"loss/{n}": v for n, v in loss.per_stream.items()}}.items():
+                        sums[key] = sums.get(key, 0.0) + value.detach().float()
+                    micro += 1
+                    frames = frames + sum(b.valid.sum() for b in batches.values())  # a tensor: no device sync
+                    grad_norm = None
+                    if acc.sync_gradients:
+                        grad_norm = acc.clip_grad_norm_(self.model.parameters(), config.max_grad_norm)
+                        self.optimizer.step()
+                        self.scheduler.step()
+                        self.optimizer.zero_grad(set_to_none=True)
+                self.batch_in_epoch += 1
+                if not acc.sync_gradients:
+                    continue
+                self.step += 1
+                self.ema.step(self.unwrapped, self.step)
+                metrics = self._metrics(sums, micro, frames, grad_norm, time.perf_counter() - started)
+                sums, micro, frames, started = {}, 0, 0, time.perf_counter()
+                self.history.append(metrics)
+                progress.update(1)
+                progress.set_postfix(loss=f"{metrics['loss']:.4f}")
+                if self.step % config.log_every == 0 or self.step == config.total_steps:
+                    acc.log(metrics, step=self.step)
+                    logger.info(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                                         for k, v in metrics.items()))
+                if config.sampling.every and self.step % config.sampling.every == 0:
+                    self.sample()
+                if config.checkpoint.every and self.step % config.checkpoint.every == 0:
+                    self.save_checkpoint()
+                    last_saved = self.step
+                if self.step >= config.total_steps:
+                    break
+            else:
+                self.epoch, self.batch_in_epoch = self.epoch + 1, 0
+        progress.close()
+        if config.checkpoint.every and last_saved != self.step:
+            self.save_checkpoint()
+        self.export(self.output_dir / "model")
+        return self.history
+
+    def _metrics(self, sums: dict, micro: int, frames, grad_norm, seconds: float) -> dict:
+        """The step's losses (mean over micro-batches and ranks), LR, gradient norm, frames of all ranks, time."""
+        keys = sorted(sums)
+        means = self.accelerator.reduce(torch.stack([sums[k] for k in keys]) / micro, reduction="mean")
+        metrics = {"step": self.step, "epoch": self.epoch, **dict(zip(keys, means.tolist(), strict=True))}
+        device = self.accelerator.device
+        metrics["frames"] = int(self.accelerator.reduce(torch.as_tensor(frames, device=device), reduction="sum"))
+        metrics["lr"] = self.scheduler.get_last_lr()[0]
+        metrics["grad_norm"] = float(grad_norm) if grad_norm is not None else math.nan
+        metrics["step_seconds"] = seconds
+        return metrics
+
+    # ---------------------------------------------------------------------------------------------- state
+
+    def _write_rank_state(self, folder: Path):
+        state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
+                 "generator": self.generator.get_state(), "num_processes": self.accelerator.num_processes,
+                 "stage": self.stage.name}
+        torch.save(state, folder / f"trainer_state_{self.accelerator.process_index}.pt")
+        if self.accelerator.is_main_process:
+            (folder / "training_config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
+
+    def save_checkpoint(self) -> Path:
+        """Write a resumable checkpoint of the current step (every rank must call it)."""
+        return save_checkpoint(self.accelerator, self.output_dir / "checkpoints", self.step,
+                               self._write_rank_state, self.config.checkpoint.keep_last)
+
+    def load_checkpoint(self, folder: str | os.PathLike):
+        """Restore everything ``save_checkpoint`` wrote; raise naming the folder when it does not fit this run."""
+        folder = Path(folder)
+        rank_file = folder / f"trainer_state_{self.accelerator.process_index}.pt"
+        if not rank_file.is_file():
+            found = sorted(p.name for p in folder.glob("trainer_state_*.pt")) if folder.is_dir() else []
+            raise FileNotFoundError(
+                f"{folder} is not a checkpoint of this run for rank {self.accelerator.process_index} (found "
+                f"{found or 'nothing'}); pass a folder from {self.output_dir / 'checkpoints'} "
+                f"(available: {[p.name for p in list_checkpoints(self.output_dir / 'checkpoints')]})"
+            )
+        state = torch.load(rank_file, weights_only=True)
+        if state["num_processes"] != self.accelerator.num_processes:
+            raise ValueError(
+                f"checkpoint {folder} was written by {state['num_processes']} process(es), this run has "
+                f"{self.accelerator.num_processes}; resume with the same number of processes (the data position "
+                f"and RNG states are per rank) or fine-tune from its exported model instead"
+            )
+        if state["stage"] != self.stage.name:
+            raise ValueError(
+                f"checkpoint {folder} is from stage {state['stage']!r}, this run trains stage {self.stage.name!r}; "
+                f"start the new stage from the previous stage's exported model (model: {{pretrained: ...}})"
+            )
+        self.accelerator.load_state(str(folder))
+        self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
+        self.generator.set_state(state["generator"])
+        self.accelerator.step = self.step * self.config.gradient_accumulation  # accumulation phase: aligned
+        logger.info(f"resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
+
+    # ---------------------------------------------------------------------------------------------- outputs
+
+    def export(self, path: str | os.PathLike) -> Path:
+        """Save the EMA weights as a ``save_pretrained`` MMDiT folder (main process; written atomically)."""
+        path = Path(path)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.is_main_process:
+            with self.ema.swapped_into(self.unwrapped) as model, atomic_path(path) as tmp:
+                model.save_pretrained(tmp)
+            logger.info(f"exported the EMA weights to {path}")
+        self.accelerator.wait_for_everyone()
+        return path
+
+    @torch.no_grad()
+    def sample(self) -> dict[str, float]:
+        """Generate the first ``sampling.batch_size`` rows from their context with the EMA weights.
+
+        Runs on the main process only; saves ``samples/step-N.safetensors`` (generated, target and given mask
+        per stream) and logs the mean squared error on the generated frames. Uses its own generators, so it
+        does not change the training run's randomness.
+        """
+        if not self.accelerator.is_main_process:
+            return {}
+        rows = [self.dataset[i] for i in range(min(self.config.sampling.batch_size, len(self.dataset)))]
+        device = self.accelerator.device
+        batches = {n: b.to(device) for n, b in self.collate(rows).items()}
+        saved_generator = self.generator
+        self.generator = torch.Generator().manual_seed(self.config.seed)  # the same context every time
+        try:
+            batches = self.inpainting_batches(batches)
+        finally:
+            self.generator = saved_generator
+        model = self.unwrapped
+        with self.ema.swapped_into(model), _eval(model):
+            out = generate(model, batches, steps=self.config.sampling.steps,
+                           generator=torch.Generator().manual_seed(self.config.seed))
+        metrics = {f"sample/mse_{n}": masked_mse(out[n], b.latent, b.generated).item() for n, b in batches.items()}
+        tensors = {}
+        for name, batch in batches.items():
+            tensors |= {f"{name}.generated": out[name], f"{name}.target": batch.latent, f"{name}.given": batch.given}
+        with atomic_path(self.output_dir / "samples" / f"step-{self.step:08d}.safetensors") as tmp:
+            save_file({k: v.contiguous().cpu() for k, v in tensors.items()}, str(tmp))
+        self.accelerator.log(metrics, step=self.step)
+        logger.info(" ".join(f"{k}={v:.4g}" for k, v in metrics.items()))
+        return metrics
+
+
+@contextlib.contextmanager
+def _eval(model: torch.nn.Module):
+    was_training = model.training
+    model.eval()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def _scalars(tree: dict, prefix: str = "") -> dict:
+    """Flatten a config to the scalar ``{"optimizer.lr": 1e-4}`` form trackers accept."""
+    out = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            out |= _scalars(value, f"{name}.")
+        elif isinstance(value, (int, float, str, bool)):
+            out[name] = value
+        else:
+            out[name] = str(value)
+    return out

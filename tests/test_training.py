@@ -1,0 +1,363 @@
+"""The training machinery: config checks, collation and bucketing, the Accelerate trainer (1 and 2 processes),
+exact resume, stage freezing, crash-safe checkpoints."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from accelerate.data_loader import BatchSamplerShard
+from accelerate.state import AcceleratorState, GradientState
+
+from mmflow import MMDiT, StreamSpec
+from mmflow.testing import randomize
+from mmflow.training import (
+    ConfigError,
+    LengthBucketSampler,
+    MultiStreamCollator,
+    Trainer,
+    TrainingConfig,
+    build_dataset,
+    build_model,
+    latest_checkpoint,
+    list_checkpoints,
+    resolve_columns,
+    row_seconds,
+)
+
+ROOT = Path(__file__).resolve().parents[1]
+TOY = ROOT / "recipes" / "configs" / "toy.yaml"
+VENV_BIN = Path(sys.executable).parent
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    """Each trainer builds its own Accelerator; accelerate keeps process-wide state, so reset it in between."""
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def toy_dict(tmp_path: Path, **changes) -> dict:
+    """The toy recipe config, shrunk for tests: 20 clips, batches of 2, accumulation 2 (5 steps an epoch)."""
+    data = yaml.safe_load(TOY.read_text())
+    data.update(output_dir=str(tmp_path / "run"), total_steps=8, batch_size=2, gradient_accumulation=2, log_every=1,
+                checkpoint={"every": 3, "keep_last": 2}, sampling={"every": 0},
+                schedule={"name": "cosine", "warmup_steps": 2})
+    data["data"]["kwargs"] = {"num_clips": 20, "min_seconds": 0.6, "max_seconds": 1.2, "seed": 0}
+    for key, value in changes.items():
+        data[key] = value
+    return data
+
+
+def make_trainer(data: dict, random_weights: bool = False) -> Trainer:
+    """A trainer for ``data``; ``random_weights`` replaces the zero-initialised output layers (which would
+    keep most gradients at zero for the first steps) with random values."""
+    config = TrainingConfig.from_dict(copy.deepcopy(data))
+    model = build_model(config.model, config.seed)
+    return Trainer(config, randomize(model) if random_weights else model, build_dataset(config))
+
+
+def params(model) -> dict[str, torch.Tensor]:
+    return {name: p.detach().clone() for name, p in model.named_parameters()}
+
+
+# ------------------------------------------------------------------------------------------------ config
+
+
+def test_toy_config_loads():
+    config = TrainingConfig.from_yaml(TOY)
+    assert config.mixed_precision == "no" and config.stage == "stage2"
+    assert config.stages["stage1"].frozen == ["signal"]
+    assert config.optimizer.lr == pytest.approx(2e-3) and config.optimizer.betas == (0.9, 0.99)
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        ({"totl_steps": 5}, "unknown key(s) ['totl_steps']; allowed keys: ["),
+        ({"optimizer": {"lr": 0.0}}, "optimizer.lr: must be > 0"),
+        ({"optimizer": {"learning_rate": 1e-3}}, "optimizer: unknown key(s) ['learning_rate']"),
+        ({"gradient_accumulation": 0}, "gradient_accumulation: must be >= 1"),
+        ({"schedule": {"name": "cosine", "warmup_steps": 100}}, "100 warm-up steps do not fit in total_steps=8"),
+        ({"schedule": {"name": "step"}}, "schedule.name: must be one of"),
+        ({"stage": "stage3"}, "unknown stage 'stage3'; defined stages: ['stage1', 'stage2']"),
+        ({"mixed_precision": "fp16"}, "mixed_precision: must be one of ('no', 'bf16')"),
+        ({"ema": {"decay": 1.0}}, "ema.decay: must be in (0, 1)"),
+        ({"objective": {"span_fraction": [0.0, 1.0]}}, "objective.span_fraction: must be [low, high]"),
+        ({"model": {"config": {}, "pretrained": "x"}}, "give exactly one of `config`"),
+        ({"batch_size": "four"}, "batch_size: expected int"),
+        ({"tracker": "tensorbored"}, "tracker: must be one of"),
+    ],
+)
+def test_config_errors_name_the_key(tmp_path, change, message):
+    data = toy_dict(tmp_path)
+    data.update(change)
+    with pytest.raises(ConfigError) as error:
+        TrainingConfig.from_dict(data)
+    assert message in str(error.value)
+
+
+def test_yaml_quirks_and_file_errors(tmp_path):
+    path = tmp_path / "c.yaml"
+    data = toy_dict(tmp_path)
+    text = yaml.safe_dump(data).replace("mixed_precision: 'no'", "mixed_precision: no")
+    path.write_text(text.replace("lr: 0.002", "lr: 1e-3"))  # YAML reads 1e-3 as a string
+    config = TrainingConfig.from_yaml(path)
+    assert config.mixed_precision == "no" and config.optimizer.lr == pytest.approx(1e-3)
+    with pytest.raises(ConfigError, match="does not exist"):
+        TrainingConfig.from_yaml(tmp_path / "missing.yaml")
+    path.write_text("stage: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        TrainingConfig.from_yaml(path)
+
+
+def test_objective_and_stage_must_name_model_streams(tmp_path):
+    data = toy_dict(tmp_path, objective={"condition_dropout": {"audio": 0.1}})
+    with pytest.raises(ConfigError, match=r"unknown stream\(s\) \['audio'\]; the model has streams"):
+        make_trainer(data)
+    data = toy_dict(tmp_path, stages={"s": {"frozen": ["audio"]}}, stage="s")
+    with pytest.raises(ValueError, match=r"stage 's' freezes unknown stream\(s\) \['audio'\]"):
+        make_trainer(data)
+
+
+def test_bf16_is_refused_on_cpu(tmp_path):
+    with pytest.raises(ConfigError, match="bf16 is for GPUs"):
+        make_trainer(toy_dict(tmp_path, mixed_precision="bf16"))
+
+
+# ------------------------------------------------------------------------------------------------ data
+
+
+def test_collate_pads_and_marks_valid_frames():
+    specs = {"a": StreamSpec("a", 50, channels=2, cond_channels=1), "b": StreamSpec("b", 15, channels=3)}
+    rows = [
+        {"a": np.ones((10, 2)), "a_cond": np.ones((10, 1)), "b": np.ones((3, 3)), "tok": [5, 6, 7]},
+        {"a": np.ones((4, 2)), "a_cond": np.ones((4, 1)), "b": np.ones((1, 3)), "tok": [8]},
+    ]
+    columns = resolve_columns(specs, ["a", "a_cond", "b", "tok"], {"b": {"extras": {"text": "tok"}}})
+    batches = MultiStreamCollator(specs, columns)(rows)
+    a, b = batches["a"], batches["b"]
+    assert a.latent.shape == (2, 10, 2) and a.cond.shape == (2, 10, 1) and b.latent.shape == (2, 3, 3)
+    assert a.lengths.tolist() == [10, 4] and b.lengths.tolist() == [3, 1]
+    assert not a.given.any() and a.latent[1, 4:].abs().sum() == 0 and a.cond[1, 4:].abs().sum() == 0
+    assert b.extras["text"].tolist() == [[5, 6, 7], [8, -1, -1]]
+    with pytest.raises(ValueError, match=r"needs dataset column\(s\) \['a_cond'\]"):
+        resolve_columns(specs, ["a", "b"])
+    with pytest.raises(ValueError, match="expected time-major"):
+        MultiStreamCollator(specs, columns)([{**rows[0], "a": np.ones((2, 10))}])
+
+
+def test_toy_dataset_rows_and_durations():
+    config = TrainingConfig.from_yaml(TOY)
+    config.data.kwargs = {"num_clips": 12, "min_seconds": 0.6, "max_seconds": 1.2, "seed": 3}
+    dataset = build_dataset(config)
+    model = build_model(config.model)
+    columns = resolve_columns(model.specs, dataset.column_names)
+    seconds = row_seconds(dataset, columns, model.specs)
+    np.testing.assert_allclose(seconds, np.asarray(dataset["seconds"]), atol=0.011)  # within one 50 Hz frame
+    shuffled = dataset.shuffle(seed=0)  # an index mapping over the same table
+    np.testing.assert_allclose(row_seconds(shuffled, columns, model.specs), np.asarray(shuffled["seconds"]), atol=0.011)
+    batches = MultiStreamCollator(model.specs, columns)([dataset.with_format("torch")[i] for i in range(4)])
+    assert batches["signal"].latent.shape[-1] == 1 and batches["gesture"].valid.any(1).all()
+
+
+def test_bucket_sampler_groups_durations_and_shards_like_accelerate():
+    lengths = np.random.default_rng(0).uniform(1, 10, size=103)
+    sampler = LengthBucketSampler(lengths, batch_size=4, num_replicas=2, seed=1, bucket_batches=8)
+    first = list(sampler)
+    assert len(first) == len(sampler) == 24  # 25 full batches, rounded down to a multiple of 2 ranks
+    assert all(len(b) == 4 for b in first) and len({i for b in first for i in b}) == 96
+    spread = np.mean([np.ptp(lengths[b]) for b in first])
+    assert spread < 0.25 * np.mean([np.ptp(lengths[i : i + 4]) for i in range(0, 96, 4)])
+    assert list(sampler) == first  # the epoch fixes the order
+    sampler.set_epoch(1)
+    assert list(sampler) != first
+    sampler.set_epoch(0)
+    shards = [list(LengthBucketSampler(lengths, 4, num_replicas=2, rank=r, seed=1, bucket_batches=8)) for r in (0, 1)]
+    assert shards == [list(BatchSamplerShard(sampler, num_processes=2, process_index=r)) for r in (0, 1)]
+    assert not {i for b in shards[0] for i in b} & {i for b in shards[1] for i in b}
+    with pytest.raises(ValueError, match="cannot fill one batch"):
+        LengthBucketSampler(lengths[:3], batch_size=4)
+
+
+# ------------------------------------------------------------------------------------------------ trainer
+
+
+def test_train_a_few_steps_then_export_and_sample(tmp_path):
+    data = toy_dict(tmp_path, total_steps=4, sampling={"every": 4, "steps": 2, "batch_size": 2})
+    trainer = make_trainer(data)
+    start = params(trainer.unwrapped)
+    history = trainer.fit()
+    assert [h["step"] for h in history] == [1, 2, 3, 4]
+    assert all(np.isfinite(h["loss"]) and h["grad_norm"] > 0 for h in history)
+    assert history[0]["lr"] < history[1]["lr"]  # linear warm-up
+    run = Path(data["output_dir"])
+    assert [p.name for p in list_checkpoints(run / "checkpoints")] == ["step-00000003", "step-00000004"]
+    assert (run / "samples" / "step-00000004.safetensors").is_file()
+    exported = MMDiT.from_pretrained(run / "model")
+    ema = trainer.ema.shadow
+    for name, p in exported.named_parameters():
+        torch.testing.assert_close(p, ema[name], rtol=0, atol=0)
+    assert any(not torch.equal(p, start[n]) for n, p in trainer.unwrapped.named_parameters())
+    assert not list(run.rglob(".*tmp"))
+
+
+def test_resume_continues_with_the_same_losses(tmp_path, monkeypatch):
+    # 8 steps, 5 an epoch: the checkpoint at step 3 is mid-epoch and the resumed run crosses an epoch boundary
+    reference = make_trainer(toy_dict(tmp_path / "uninterrupted")).fit()
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+    data = toy_dict(tmp_path / "interrupted")
+    first = make_trainer(data)
+    save = first.save_checkpoint
+
+    def save_then_stop():
+        save()
+        raise KeyboardInterrupt("stopped after the first checkpoint")
+
+    monkeypatch.setattr(first, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+    second = make_trainer(data)
+    tail = second.fit()  # resume_from="auto": the newest checkpoint in the output folder, step 3
+    assert [h["step"] for h in first.history] == [1, 2, 3] and [h["step"] for h in tail] == [4, 5, 6, 7, 8]
+    for ours, theirs in zip(first.history + tail, reference, strict=True):
+        for key in ("loss", "loss/signal", "loss/gesture", "lr", "grad_norm"):
+            assert abs(ours[key] - theirs[key]) <= 1e-6, (ours["step"], key, ours[key], theirs[key])
+    exported = MMDiT.from_pretrained(Path(data["output_dir"]) / "model")
+    uninterrupted = MMDiT.from_pretrained(tmp_path / "uninterrupted" / "run" / "model")
+    for (name, a), (_, b) in zip(exported.named_parameters(), uninterrupted.named_parameters(), strict=True):
+        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+
+
+def test_stage1_freezes_the_signal_backbone(tmp_path):
+    trainer = make_trainer(toy_dict(tmp_path, stage="stage1", total_steps=3), random_weights=True)
+    start = params(trainer.unwrapped)
+    trainer.fit()
+    frozen = {n for n in start if n.startswith("backbones.signal.")}
+    assert frozen and set(trainer.parameter_status["frozen"]) == frozen
+    assert set(trainer.ema.shadow) == set(start) - frozen
+    for name, p in trainer.unwrapped.named_parameters():
+        if name in frozen:
+            assert torch.equal(p, start[name]), name
+    changed = [n for n, p in trainer.unwrapped.named_parameters() if n not in frozen and not torch.equal(p, start[n])]
+    # the gesture backbone trains, its projections at the joint steps included
+    assert "backbones.gesture.transformer_blocks.0.attn.to_q.weight" in changed
+    assert len(changed) == len(set(start) - frozen)
+
+
+def test_crash_while_saving_keeps_the_last_checkpoint(tmp_path, monkeypatch):
+    data = toy_dict(tmp_path, total_steps=6)
+    trainer = make_trainer(data)
+    original = trainer.accelerator.save_state
+    calls = []
+
+    def crash_on_second_save(folder):
+        calls.append(folder)
+        original(folder)
+        if len(calls) == 2:
+            raise KeyboardInterrupt("simulated crash halfway through a save")
+
+    monkeypatch.setattr(trainer.accelerator, "save_state", crash_on_second_save)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.fit()
+    root = Path(data["output_dir"]) / "checkpoints"
+    assert latest_checkpoint(root).name == "step-00000003"
+    assert (root / ".step-00000006.tmp").is_dir()  # the half-written save, hidden and ignored
+
+    monkeypatch.undo()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    resumed = make_trainer(data)
+    history = resumed.fit()
+    assert [h["step"] for h in history] == [4, 5, 6]
+    assert [p.name for p in list_checkpoints(root)] == ["step-00000003", "step-00000006"]
+    assert not (root / ".step-00000006.tmp").exists()
+
+
+def test_out_of_memory_names_the_batch_size(tmp_path, monkeypatch):
+    trainer = make_trainer(toy_dict(tmp_path))
+
+    def oom(batches):
+        raise torch.OutOfMemoryError("CUDA out of memory")
+
+    monkeypatch.setattr(trainer, "_micro_step", oom)
+    with pytest.raises(RuntimeError, match=r"batch_size=2 per process.*gradient_accumulation"):
+        trainer.fit()
+
+
+def test_resume_refuses_a_checkpoint_of_another_stage(tmp_path):
+    data = toy_dict(tmp_path, total_steps=3)
+    make_trainer(data).fit()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    with pytest.raises(ValueError, match="is from stage 'stage2', this run trains stage 'stage1'"):
+        make_trainer({**data, "stage": "stage1"}).fit()
+
+
+# ------------------------------------------------------------------------------------------------ 2 processes
+
+TWO_RANK_SCRIPT = """
+import json, sys, torch
+from mmflow.training import Trainer, TrainingConfig, build_dataset, build_model
+config = TrainingConfig.from_yaml(sys.argv[1])
+trainer = Trainer(config, build_model(config.model, config.seed), build_dataset(config))
+history = trainer.fit()
+acc = trainer.accelerator
+flat = torch.cat([p.detach().flatten() for p in trainer.unwrapped.parameters()])
+gathered = acc.gather(flat[None])
+if acc.is_main_process:
+    report = {"world": acc.num_processes, "type": str(acc.distributed_type), "losses": [h["loss"] for h in history],
+              "rank_diff": (gathered[0] - gathered[1]).abs().max().item(), "batches": len(trainer.loader)}
+    open(sys.argv[2], "w").write(json.dumps(report))
+"""
+
+
+@pytest.mark.slow
+def test_two_processes_stay_in_sync(tmp_path):
+    data = toy_dict(tmp_path, total_steps=4, checkpoint={"every": 2, "keep_last": 1})
+    config_path, script, report_path = tmp_path / "c.yaml", tmp_path / "two_ranks.py", tmp_path / "report.json"
+    config_path.write_text(yaml.safe_dump(data))
+    script.write_text(textwrap.dedent(TWO_RANK_SCRIPT))
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    command = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+               str(script), str(config_path), str(report_path)]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(report_path.read_text())
+    assert report["world"] == 2 and report["type"] == "DistributedType.MULTI_CPU"
+    assert report["batches"] == 5  # 20 clips / batch 2 = 10 batches, dealt to 2 ranks
+    assert report["rank_diff"] == 0.0 and all(np.isfinite(report["losses"]))
+    checkpoint = latest_checkpoint(Path(data["output_dir"]) / "checkpoints")
+    assert {"trainer_state_0.pt", "trainer_state_1.pt", "random_states_0.pkl", "random_states_1.pkl"} <= {
+        p.name for p in checkpoint.iterdir()
+    }
+
+
+# ------------------------------------------------------------------------------------------------ recipe
+
+
+def test_recipe_runs_stage1_then_fine_tunes_stage2(tmp_path):
+    import runpy
+
+    main = runpy.run_path(str(ROOT / "recipes" / "train.py"))["main"]
+    stage1 = tmp_path / "stage1"
+    assert main(["--config", str(TOY), "--stage", "stage1", "--output-dir", str(stage1), "--total-steps", "4"]) == 0
+    AcceleratorState._reset_state(reset_partial_state=True)
+    stage2 = tmp_path / "stage2"
+    assert main(["--config", str(TOY), "--stage", "stage2", "--output-dir", str(stage2), "--total-steps", "4",
+                 "--pretrained", str(stage1 / "model")]) == 0
+    assert (stage2 / "model" / "config.json").is_file() and latest_checkpoint(stage2 / "checkpoints").name.endswith("4")
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert main(["--config", str(TOY), "--total-steps", "2", "--output-dir", str(tmp_path / "bad")]) == 2  # warm-up 4
