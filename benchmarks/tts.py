@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import os
 import resource
 import subprocess
 import sys
@@ -29,17 +28,30 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 ALIASES = {"small": "F5TTS_v1_Small", "base": "F5TTS_v1_Base"}
-TINY = {"dim": 256, "depth": 4, "heads": 4, "ff_mult": 2, "text_dim": 128, "conv_layers": 2,
-        "text_mask_padding": True, "rope_heads": None}
+TINY = {
+    "dim": 256,
+    "depth": 4,
+    "heads": 4,
+    "ff_mult": 2,
+    "text_dim": 128,
+    "conv_layers": 2,
+    "text_mask_padding": True,
+    "rope_heads": None,
+}
 VOCAB_SIZE = 2545
 FRAME_RATE = 93.75
 logger = logging.getLogger("benchmarks.tts")
 
 
 def parse_args(argv=None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--config", default="F5TTS_v1_Base",
-                        help="F5TTS_v1_Base, F5TTS_Base, F5TTS_v1_Small, F5TTS_Small, small, tiny")
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config",
+        default="F5TTS_v1_Base",
+        help="F5TTS_v1_Base, F5TTS_Base, F5TTS_v1_Small, F5TTS_Small, small, tiny",
+    )
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile each side's transformer")
@@ -50,7 +62,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int)
     parser.add_argument("--cfg", type=float, default=2.0)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
-    parser.add_argument("--repeats", type=int, default=1, help="timed runs per side (the fastest counts)")
+    parser.add_argument(
+        "--repeats", type=int, default=1, help="timed runs per side and round (the fastest counts)"
+    )
+    parser.add_argument(
+        "--rounds",
+        type=int,
+        default=2,
+        help="alternate the sides this many times (fresh processes; the fastest counts), so that "
+        "load from other processes hits both sides alike",
+    )
     parser.add_argument("--only", choices=["both", "ours", "reference"], default="both")
     parser.add_argument("--out", type=Path, help="JSON output (default benchmarks/results/tts-....json)")
     parser.add_argument("--worker", choices=["ours", "reference"], help=argparse.SUPPRESS)
@@ -60,7 +81,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     for key, value in (quick if args.quick else full).items():
         if getattr(args, key) is None:
             setattr(args, key, value)
-    if args.steps < 1 or args.repeats < 1 or args.ref_seconds <= 0 or args.gen_seconds <= 0:
+    if (
+        args.steps < 1
+        or args.repeats < 1
+        or args.rounds < 1
+        or args.ref_seconds <= 0
+        or args.gen_seconds <= 0
+    ):
         parser.error("steps, repeats, ref/gen seconds must be positive")
     return args
 
@@ -147,13 +174,21 @@ def build_sampler(side: str, config: dict, work: dict, args):
 
         def run():
             with torch.inference_mode():
-                return cfm.sample(cond, text, work["total_frames"], steps=work["steps"], cfg_strength=args.cfg,
-                                  sway_sampling_coef=-1.0, seed=0)[0]
+                return cfm.sample(
+                    cond,
+                    text,
+                    work["total_frames"],
+                    steps=work["steps"],
+                    cfg_strength=args.cfg,
+                    sway_sampling_coef=-1.0,
+                    seed=0,
+                )[0]
 
         return run
 
-    from mmflow import Guidance, StreamBatch, generate
     from mmflow_audio_f5tts.checkpoint import build_f5tts_mmdit
+
+    from mmflow import Guidance, StreamBatch, generate
 
     model = build_f5tts_mmdit(config, VOCAB_SIZE, mask_padding=False).eval()
     model.backbones["audio"].load_state_dict(state)
@@ -171,8 +206,14 @@ def build_sampler(side: str, config: dict, work: dict, args):
 
     def run():
         with torch.inference_mode():
-            return generate(forward, {"audio": batch}, steps=work["steps"], sway=-1.0, guidance=guidance,
-                            noise={"audio": noise})["audio"]
+            return generate(
+                forward,
+                {"audio": batch},
+                steps=work["steps"],
+                sway=-1.0,
+                guidance=guidance,
+                noise={"audio": noise},
+            )["audio"]
 
     return run
 
@@ -240,12 +281,28 @@ def main(argv=None) -> int:
     work = workload(args)
     sides = ["reference", "ours"] if args.only == "both" else [args.only]
     results = {}
-    for side in sides:
-        logger.info("running %s ...", side)
-        results[side] = run_side(side, argv)
-    report = {"config": args.config, "device": args.device, "dtype": args.dtype, "compile": args.compile,
-              "workload": {**work, "ref_seconds": args.ref_seconds, "gen_seconds": args.gen_seconds,
-                           "cfg": args.cfg, "sway": -1.0}, "results": results}
+    for round_index in range(args.rounds):
+        for side in sides:
+            logger.info("round %d/%d: %s ...", round_index + 1, args.rounds, side)
+            result = run_side(side, argv)
+            rounds = results.get(side, {}).get("round_seconds", []) + [result["seconds"]]
+            if side not in results or result["seconds"] < results[side]["seconds"]:
+                results[side] = result
+            results[side]["round_seconds"] = rounds
+    report = {
+        "config": args.config,
+        "device": args.device,
+        "dtype": args.dtype,
+        "compile": args.compile,
+        "workload": {
+            **work,
+            "ref_seconds": args.ref_seconds,
+            "gen_seconds": args.gen_seconds,
+            "cfg": args.cfg,
+            "sway": -1.0,
+        },
+        "results": results,
+    }
     if len(results) == 2:
         ours, ref = results["ours"], results["reference"]
         report["ratio_ours_over_reference"] = {
@@ -256,7 +313,10 @@ def main(argv=None) -> int:
     from mmflow.io import write_text_atomic
 
     quick = "-quick" if args.quick else ""
-    out = args.out or REPO / "benchmarks" / "results" / f"tts-{args.config}-{args.device}-{args.dtype}{quick}.json"
+    out = (
+        args.out
+        or REPO / "benchmarks" / "results" / f"tts-{args.config}-{args.device}-{args.dtype}{quick}.json"
+    )
     write_text_atomic(out, json.dumps(report, indent=2) + "\n")
     logger.info("wrote %s", out)
     return 0
@@ -264,14 +324,18 @@ def main(argv=None) -> int:
 
 def print_table(report: dict) -> None:
     work = report["workload"]
-    print(f"\nF5-TTS sampling, {report['config']} on {report['device']} ({report['dtype']}"
-          f"{', compiled' if report['compile'] else ''}): {work['ref_seconds']:g} s reference + "
-          f"{work['gen_seconds']:g} s generated = {work['total_frames']} frames, {work['text_tokens']} tokens, "
-          f"{work['steps']} NFE, CFG {work['cfg']:g}")
+    print(
+        f"\nF5-TTS sampling, {report['config']} on {report['device']} ({report['dtype']}"
+        f"{', compiled' if report['compile'] else ''}): {work['ref_seconds']:g} s reference + "
+        f"{work['gen_seconds']:g} s generated = {work['total_frames']} frames, {work['text_tokens']} tokens, "
+        f"{work['steps']} NFE, CFG {work['cfg']:g}"
+    )
     print(f"{'side':<10} {'ms/NFE':>10} {'total s':>9} {'RTF':>8} {'peak MiB':>9} {'threads':>7}")
     for side, r in report["results"].items():
-        print(f"{side:<10} {r['ms_per_nfe']:>10.1f} {r['seconds']:>9.2f} {r['rtf']:>8.3f} {r['peak_mib']:>9.1f} "
-              f"{r['threads']:>7}")
+        print(
+            f"{side:<10} {r['ms_per_nfe']:>10.1f} {r['seconds']:>9.2f} {r['rtf']:>8.3f} {r['peak_mib']:>9.1f} "
+            f"{r['threads']:>7}"
+        )
     ratio = report.get("ratio_ours_over_reference")
     if ratio:
         memory = f"{ratio['peak_memory']:.2f}" if ratio["peak_memory"] else "n/a"

@@ -6,6 +6,8 @@ from fractions import Fraction
 
 from mmflow import StreamSpec, hookimpl
 
+from .backbone import F5TTSBackbone
+
 # 24 kHz audio, hop 256: 93.75 log-mel frames per second, 100 mel bins (F5-TTS / Vocos mel-24khz).
 AUDIO = StreamSpec(name="audio", frame_rate=Fraction(24000, 256), channels=100, position="scaled")
 
@@ -13,3 +15,8 @@ AUDIO = StreamSpec(name="audio", frame_rate=Fraction(24000, 256), channels=100, 
 @hookimpl
 def mmflow_streams():
     return [AUDIO]
+
+
+@hookimpl
+def mmflow_backbones():
+    return {"f5tts_dit": F5TTSBackbone}
