@@ -49,17 +49,29 @@ def _rotate_pairs(x: torch.Tensor) -> torch.Tensor:
     return torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
 
 
-def apply_rotary(x: torch.Tensor, angles: torch.Tensor, rope_heads: int | None = None) -> torch.Tensor:
-    """Rotate ``x`` ``(b, h, n, d)`` by ``angles`` ``(b, n, r)``; channels past ``r`` pass through.
+def rotary_table(angles: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin of ``(b, n, r)`` angles, shaped ``(b, 1, n, r)`` to broadcast over heads.
 
-    ``rope_heads=None`` rotates every head; an integer rotates only the first ``rope_heads`` heads.
+    Compute it once per forward pass and share it by every layer's q and k.
     """
-    rotated_channels = angles.shape[-1]
+    angles = angles.unsqueeze(1)
+    return angles.cos(), angles.sin()
+
+
+def apply_rotary(
+    x: torch.Tensor, table: tuple[torch.Tensor, torch.Tensor], rope_heads: int | None = None
+) -> torch.Tensor:
+    """Rotate ``x`` ``(b, h, n, d)`` by a ``rotary_table``; channels past its width pass through.
+
+    ``rope_heads=None`` rotates every head; an integer rotates only the first ``rope_heads`` heads. The rotation
+    runs in at least float32 (bf16 inputs would lose the phase precision) and returns ``x``'s dtype.
+    """
+    cos, sin = table
+    rotated_channels = cos.shape[-1]
     heads = x.shape[1] if rope_heads is None else rope_heads
-    angles = angles.unsqueeze(1)  # (b, 1, n, r)
     part = x[:, :heads, :, :rotated_channels]
-    cos, sin = angles.cos(), angles.sin()
-    out = (part.float() * cos + _rotate_pairs(part.float()) * sin).to(x.dtype)
+    compute = part.to(torch.promote_types(x.dtype, torch.float32))
+    out = (compute * cos + _rotate_pairs(compute) * sin).to(x.dtype)
     if heads == x.shape[1] and rotated_channels == x.shape[-1]:
         return out
     result = x.clone()

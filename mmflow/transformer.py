@@ -26,7 +26,7 @@ from torch import nn
 from .attention import attend, check_backend_name
 from .masks import AttentionMask, MaskPolicy, StreamSegment, build_attention_mask
 from .plugins import get_registry
-from .positions import apply_rotary, stream_positions
+from .positions import apply_rotary, rotary_table, stream_positions
 from .streams import StreamBatch, StreamSpec, as_fraction, check_batches
 
 logger = logging.getLogger(__name__)
@@ -222,7 +222,14 @@ class MMDiT(ModelMixin, ConfigMixin):
             {n: batches[n].num_frames for n in self.stream_names},
             self.reference_rate,
         )
-        angles = {n: self.backbones[n].rotary_embed(positions[n]) for n in self.stream_names}
+        tables = {}
+        for name in self.stream_names:
+            pos = positions[name]
+            if pos.shape[0] > 1 and bool((pos == pos[:1]).all()):
+                pos = pos[:1]  # every sample has the same positions: one table for all
+            tables[name] = rotary_table(self.backbones[name].rotary_embed(pos))
+        # None when nothing is padded, so the blocks skip masking (checked once here, not in every layer)
+        padding = {n: None if bool(batches[n].valid.all()) else batches[n].valid for n in self.stream_names}
         alone_masks, joint_masks = self._masks(batches, views)
 
         for step in range(self.num_steps):
@@ -232,8 +239,8 @@ class MMDiT(ModelMixin, ConfigMixin):
                 backbone = self.backbones[name]
                 block = backbone.transformer_blocks[step]
                 (q, k, v), modulation = block.attention_inputs(hidden[name], conditioning[name])
-                q = apply_rotary(q, angles[name], backbone.rope_heads)
-                k = apply_rotary(k, angles[name], backbone.rope_heads)
+                q = apply_rotary(q, tables[name], backbone.rope_heads)
+                k = apply_rotary(k, tables[name], backbone.rope_heads)
                 inputs[name] = (q, k, v, modulation)
             if step in self.joint_steps and len(present) > 1:
                 q, k, v = (torch.cat([inputs[n][i] for n in present], dim=2) for i in range(3))
@@ -244,7 +251,7 @@ class MMDiT(ModelMixin, ConfigMixin):
                 outputs = {n: self._attend(*inputs[n][:3], alone_masks[n]) for n in present}
             for name in present:
                 block = self.backbones[name].transformer_blocks[step]
-                hidden[name] = block.finish(hidden[name], outputs[name], inputs[name][3], batches[name].valid)
+                hidden[name] = block.finish(hidden[name], outputs[name], inputs[name][3], padding[name])
 
         return {
             name: backbone.output(hidden[name], conditioning[name], batches[name])

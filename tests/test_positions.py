@@ -3,7 +3,7 @@ from fractions import Fraction
 import pytest
 import torch
 
-from mmflow.positions import RotaryEmbedding, apply_rotary, stream_positions
+from mmflow.positions import RotaryEmbedding, apply_rotary, rotary_table, stream_positions
 from mmflow.streams import StreamSpec
 
 
@@ -12,7 +12,7 @@ def test_rotary_is_interleaved_pairs_base_10000():
     torch.testing.assert_close(rope.inv_freq, 1 / 10000 ** (torch.arange(0, 8, 2).float() / 8))
     angles = rope(torch.tensor([[3.0]]))  # (1, 1, 8)
     x = torch.randn(1, 2, 1, 8)
-    y = apply_rotary(x, angles)
+    y = apply_rotary(x, rotary_table(angles))
     for j in range(4):
         theta = 3.0 * rope.inv_freq[j]
         a, b = x[..., 2 * j], x[..., 2 * j + 1]
@@ -23,9 +23,9 @@ def test_rotary_is_interleaved_pairs_base_10000():
 def test_rotary_on_first_head_only():
     angles = RotaryEmbedding(8)(torch.arange(5.0)[None])
     x = torch.randn(1, 3, 5, 8)
-    y = apply_rotary(x, angles, rope_heads=1)
+    y = apply_rotary(x, rotary_table(angles), rope_heads=1)
     assert torch.equal(y[:, 1:], x[:, 1:])
-    torch.testing.assert_close(y[:, :1], apply_rotary(x[:, :1], angles))
+    torch.testing.assert_close(y[:, :1], apply_rotary(x[:, :1], rotary_table(angles)))
 
 
 def test_rotary_matches_x_transformers_when_installed():
@@ -33,7 +33,7 @@ def test_rotary_matches_x_transformers_when_installed():
     ref = xt.RotaryEmbedding(64)
     freqs, scale = ref.forward_from_seq_len(37)
     x = torch.randn(2, 4, 37, 64)
-    ours = apply_rotary(x, RotaryEmbedding(64)(torch.arange(37.0)[None].expand(2, -1)))
+    ours = apply_rotary(x, rotary_table(RotaryEmbedding(64)(torch.arange(37.0)[None].expand(2, -1))))
     torch.testing.assert_close(ours, xt.apply_rotary_pos_emb(x, freqs, scale))
 
 

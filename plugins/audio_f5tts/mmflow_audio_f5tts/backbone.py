@@ -29,7 +29,7 @@ from mmflow.attention import attend
 from mmflow.backbone import StreamBackbone, hide_dropped
 from mmflow.layers import AdaLayerNormFinal, ConvPositionEmbedding, DiTBlock, TimestepEmbedding
 from mmflow.masks import MaskPolicy, StreamSegment, build_attention_mask
-from mmflow.positions import RotaryEmbedding, apply_rotary
+from mmflow.positions import RotaryEmbedding, apply_rotary, rotary_table
 from mmflow.streams import StreamBatch
 
 from .mel import FRAME_RATE, N_MELS
@@ -345,14 +345,14 @@ class F5TTSBackbone(StreamBackbone):
             torch.as_tensor(flag, device=x.device).bool().expand(b) for flag in (drop_audio_cond, drop_text)
         )
         h, c = self.embed_inputs(x, cond, text, time, valid, drop_cond, drop_txt)
-        angles = self.rotary_embed(torch.arange(n, device=x.device).expand(b, n))  # (b, n, dim_head)
+        table = rotary_table(self.rotary_embed(torch.arange(n, device=x.device)[None]))  # (1, 1, n, dim_head)
         segment = StreamSegment("audio", FRAME_RATE, 0, n)
         attention_mask = build_attention_mask(
             MaskPolicy(), [segment], key_valid=valid if mask_attention else None
         )
         for block in self.transformer_blocks:
             (q, k, v), modulation = block.attention_inputs(h, c)
-            q, k = apply_rotary(q, angles, self.rope_heads), apply_rotary(k, angles, self.rope_heads)
+            q, k = apply_rotary(q, table, self.rope_heads), apply_rotary(k, table, self.rope_heads)
             h = block.finish(h, attend(q, k, v, attention_mask), modulation, valid)
         return self.output(h, c)
 
