@@ -27,6 +27,7 @@ _STAND_INS: dict[str, dict[str, object]] = {
     "pydub": {"AudioSegment": None, "silence": None},  # reference-audio preprocessing, not exercised
     "matplotlib": {"use": lambda *args, **kwargs: None},
     "matplotlib.pylab": {},  # spectrogram plotting in f5_tts.infer.utils_infer
+    "datasets": {"Dataset": None, "load_from_disk": None},  # f5_tts.model's training dataset module only
 }
 
 

@@ -1,0 +1,513 @@
+"""Turn per-frame LivePortrait motion into video frames of a source portrait.
+
+Two renderers share one interface, ``render(motion) -> uint8 T×H×W×3``:
+
+* :class:`LivePortraitRenderer` runs the real networks (paper §3.1, LivePortrait's ``warp_decode``): the source's
+  appearance feature ``f_s = F(crop)`` and keypoints ``x_s`` are computed once; each driving frame becomes
+  keypoints ``x_d = s·(x_c R + e) + t`` (Eq. 2), optionally corrected by the stitching MLP, then
+  ``G(W(f_s, x_d, x_s))`` gives a 512² crop that is pasted back into the source frame. Frames are batched.
+* :class:`LandmarkFallbackRenderer` needs no weights: it reads the mouth opening off the mouth keypoints and drops
+  the jaw of the source portrait with a landmark-anchored warp, painting the mouth cavity. It only moves the
+  mouth, but it makes a watchable talking portrait for demos and tests on machines without the official weights.
+
+Motion is absolute by default (the expression, pose, scale and translation given are used as they are; what is
+not given comes from the source). ``relative=True`` applies LivePortrait's default relative driving instead
+(changes with respect to the first driving frame are added to the source's motion; liveportrait.md §5).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from .checkpoints import LivePortraitWeights
+from .face import (
+    CHIN,
+    LIVEPORTRAIT_CROP,
+    CropConfig,
+    FaceCrop,
+    LandmarkDetector,
+    PasteBack,
+    apply_matrix,
+    crop_from_landmarks,
+    default_detector,
+    load_image,
+    to_uint8,
+)
+from .keypoints import (
+    MOUTH_KEYPOINT_INDICES,
+    NUM_KEYPOINTS,
+    KeypointInfo,
+    MotionTemplate,
+    merge_expression,
+    rotation_matrix,
+    transform_keypoints,
+)
+from .networks import (
+    AppearanceFeatureExtractor,
+    MotionExtractor,
+    SPADEDecoder,
+    StitchingRetargetingNetwork,
+    WarpingNetwork,
+)
+
+logger = logging.getLogger(__name__)
+
+ImageInput = str | os.PathLike | np.ndarray
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Driving motion
+# --------------------------------------------------------------------------------------------------------------
+
+
+def _tensor(value, name: str, shape_tail: tuple[int, ...], frames: int | None) -> torch.Tensor | None:
+    if value is None:
+        return None
+    tensor = torch.as_tensor(np.asarray(value) if not isinstance(value, torch.Tensor) else value)
+    tensor = tensor.detach().to(torch.float32)
+    if shape_tail == () and tensor.ndim == 2 and tensor.shape[1] == 1:
+        tensor = tensor[:, 0]  # T×1 angles
+    if tensor.shape[1:] != shape_tail or (frames is not None and tensor.shape[0] != frames):
+        expected = ("T" if frames is None else str(frames),) + tuple(str(s) for s in shape_tail)
+        raise ValueError(f"DrivingMotion.{name} must have shape {'×'.join(expected)}; got {tuple(tensor.shape)}.")
+    if not torch.isfinite(tensor).all():
+        raise ValueError(f"DrivingMotion.{name} contains NaN or infinite values.")
+    return tensor
+
+
+@dataclass
+class DrivingMotion:
+    """Per-frame motion of ``T`` frames; ``None`` fields are taken from the source portrait.
+
+    exp: ``T×21×3`` expression offsets. pitch, yaw, roll: ``T`` degrees, or rotation: ``T×3×3`` (row-vector
+    convention of :func:`~.keypoints.rotation_matrix`); give one or the other. scale: ``T×1``. t: ``T×3`` (t_z is
+    ignored, as in LivePortrait).
+    """
+
+    exp: torch.Tensor
+    pitch: torch.Tensor | None = None
+    yaw: torch.Tensor | None = None
+    roll: torch.Tensor | None = None
+    rotation: torch.Tensor | None = None
+    scale: torch.Tensor | None = None
+    t: torch.Tensor | None = None
+
+    def __post_init__(self) -> None:
+        self.exp = _tensor(self.exp, "exp", (NUM_KEYPOINTS, 3), None)
+        frames = self.exp.shape[0]
+        if frames == 0:
+            raise ValueError("DrivingMotion needs at least one frame.")
+        for name in ("pitch", "yaw", "roll"):
+            setattr(self, name, _tensor(getattr(self, name), name, (), frames))
+        angles = [a is not None for a in (self.pitch, self.yaw, self.roll)]
+        if any(angles) and not all(angles):
+            raise ValueError("DrivingMotion: give all of pitch, yaw and roll, or none of them.")
+        self.rotation = _tensor(self.rotation, "rotation", (3, 3), frames)
+        if self.rotation is not None and all(angles):
+            raise ValueError("DrivingMotion: give either pitch/yaw/roll or rotation, not both.")
+        self.scale = _tensor(self.scale, "scale", (1,), frames)
+        self.t = _tensor(self.t, "t", (3,), frames)
+
+    @property
+    def num_frames(self) -> int:
+        return self.exp.shape[0]
+
+    def rotations(self) -> torch.Tensor | None:
+        """``T×3×3`` or None when the pose is not given."""
+        if self.rotation is not None:
+            return self.rotation
+        if self.pitch is not None:
+            return rotation_matrix(self.pitch, self.yaw, self.roll)
+        return None
+
+    def slice(self, start: int, stop: int) -> DrivingMotion:
+        """Frames ``start:stop`` (no copy)."""
+        return DrivingMotion(
+            **{f.name: (v[start:stop] if (v := getattr(self, f.name)) is not None else None) for f in fields(self)}
+        )
+
+    @classmethod
+    def from_mouth(
+        cls,
+        e_mouth,
+        e_rest,
+        mouth_indices: Sequence[int] = MOUTH_KEYPOINT_INDICES,
+        **pose,
+    ) -> DrivingMotion:
+        """Build from JAM-Flow's split expression: ``e_mouth`` ``T×4×3`` and ``e_rest`` ``T×17×3``."""
+        e_mouth = torch.as_tensor(np.asarray(e_mouth) if not isinstance(e_mouth, torch.Tensor) else e_mouth)
+        e_rest = torch.as_tensor(np.asarray(e_rest) if not isinstance(e_rest, torch.Tensor) else e_rest)
+        return cls(exp=merge_expression(e_mouth.float(), e_rest.float(), mouth_indices), **pose)
+
+    @classmethod
+    def from_template(cls, template: MotionTemplate) -> DrivingMotion:
+        """Use a :class:`~.keypoints.MotionTemplate` (LivePortrait ``.pkl`` / ``.npz``) as driving motion."""
+        return cls(exp=template.exp, rotation=template.R, scale=template.scale, t=template.t)
+
+
+def as_driving_motion(motion) -> DrivingMotion:
+    """Accept a :class:`DrivingMotion`, a :class:`MotionTemplate` or a bare ``T×21×3`` expression array."""
+    if isinstance(motion, DrivingMotion):
+        return motion
+    if isinstance(motion, MotionTemplate):
+        return DrivingMotion.from_template(motion)
+    if isinstance(motion, np.ndarray | torch.Tensor):
+        return DrivingMotion(exp=motion)
+    raise TypeError(
+        f"motion must be a DrivingMotion, a MotionTemplate or a T×21×3 expression array; got {type(motion).__name__}."
+    )
+
+
+# --------------------------------------------------------------------------------------------------------------
+# LivePortrait renderer
+# --------------------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class LivePortraitNetworks:
+    """The networks a renderer needs: F, M, W, G and (optionally) the stitching MLP S."""
+
+    appearance_feature_extractor: AppearanceFeatureExtractor
+    motion_extractor: MotionExtractor
+    warping_module: WarpingNetwork
+    spade_generator: SPADEDecoder
+    stitching: StitchingRetargetingNetwork | None = None
+
+    @classmethod
+    def from_weights(cls, weights: LivePortraitWeights | str | os.PathLike, stitching: bool = True):
+        """Load the official files (a :class:`LivePortraitWeights` or its folder) strictly, in eval mode."""
+        weights = weights if isinstance(weights, LivePortraitWeights) else LivePortraitWeights(weights)
+        return cls(
+            appearance_feature_extractor=weights.appearance_feature_extractor(),
+            motion_extractor=weights.motion_extractor(),
+            warping_module=weights.warping_module(),
+            spade_generator=weights.spade_generator(),
+            stitching=weights.stitching() if stitching else None,
+        )
+
+    def to(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> LivePortraitNetworks:
+        """Move F, M, W, G to ``device``/``dtype`` and S to ``device`` in fp32 (LivePortrait keeps S in fp32)."""
+        for name in ("appearance_feature_extractor", "motion_extractor", "warping_module", "spade_generator"):
+            move(getattr(self, name), device, dtype)
+        if self.stitching is not None:
+            move(self.stitching, device, torch.float32)
+        return self
+
+
+def move(model: torch.nn.Module, device: torch.device | str, dtype: torch.dtype) -> torch.nn.Module:
+    """``model`` on ``device`` in ``dtype``, eval mode. Casts only when needed: diffusers warns on every
+    ``ModelMixin.to(dtype=...)`` call, even a no-op one."""
+    model.to(device)
+    if next(model.parameters()).dtype != dtype:
+        model.to(dtype)
+    return model.eval()
+
+
+def stitch(stitching: StitchingRetargetingNetwork, x_s: torch.Tensor, x_d: torch.Tensor) -> torch.Tensor:
+    """LivePortrait's stitching: ``x_d + Δ`` where S(x_s ‖ x_d) gives Δ for all keypoints plus Δ(tx, ty).
+
+    x_s: ``B×K×3`` (or ``1×K×3``), x_d: ``B×K×3`` → ``B×K×3``. It keeps the shoulders/background of the pasted
+    crop aligned with the source frame.
+    """
+    batch, num_kp = x_d.shape[:2]
+    x_s = x_s.expand(batch, -1, -1)
+    delta = stitching(torch.cat([x_s.reshape(batch, -1), x_d.reshape(batch, -1)], dim=1))  # B×(3K+2)
+    out = x_d + delta[:, : 3 * num_kp].reshape(batch, num_kp, 3)
+    shift = torch.zeros_like(out[:, :1])  # B×1×3
+    shift[..., :2] = delta[:, None, 3 * num_kp : 3 * num_kp + 2]
+    return out + shift
+
+
+class LivePortraitRenderer:
+    """Render driving motion onto one source portrait with LivePortrait's networks.
+
+    networks: :class:`LivePortraitNetworks`, or the official weight folder / :class:`LivePortraitWeights`.
+    source: the portrait (path or ``H×W×3`` array). face: its crop when already computed (else detected).
+    paste: put the 512² output back into the source frame (else return the crops). use_stitching: apply S
+    (if the networks have one). relative: LivePortrait's relative driving (module docstring).
+    The networks are moved to ``device``/``dtype`` in place. F and M run once here, on the source crop.
+    """
+
+    def __init__(
+        self,
+        networks: LivePortraitNetworks | LivePortraitWeights | str | os.PathLike,
+        source: ImageInput,
+        *,
+        face: FaceCrop | None = None,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        batch_size: int = 4,
+        paste: bool = True,
+        use_stitching: bool = True,
+        relative: bool = False,
+        detector: LandmarkDetector | None = None,
+        crop_config: CropConfig = LIVEPORTRAIT_CROP,
+    ) -> None:
+        if not isinstance(networks, LivePortraitNetworks):
+            networks = LivePortraitNetworks.from_weights(networks)
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be ≥ 1; got {batch_size}.")
+        self.device, self.dtype = torch.device(device), dtype
+        if self.device.type == "cpu" and dtype != torch.float32:
+            raise ValueError(
+                f"dtype {dtype} is not supported on CPU: W's 3-D average pooling has no half-precision CPU kernel "
+                f"in torch. Use dtype=torch.float32 on CPU, or a CUDA device for fp16/bf16."
+            )
+        self.networks = networks.to(self.device, dtype)
+        self.batch_size, self.paste, self.relative = batch_size, paste, relative
+        self.use_stitching = use_stitching and networks.stitching is not None
+        name = str(source) if isinstance(source, str | os.PathLike) else None
+        self.source_frame = load_image(source, name)
+        if face is None:
+            detector = detector or default_detector()
+            face = crop_from_landmarks(self.source_frame, detector.detect(self.source_frame, name).landmarks, crop_config)
+        self.face = face
+        self._prepare_source()
+        self._paste: PasteBack | None = None
+
+    @torch.no_grad()
+    def _prepare_source(self) -> None:
+        """F and M on the source crop, once: ``f_s`` ``1×C×D×64×64`` and the source keypoint info."""
+        image = self.face.tensor().to(self.device, self.dtype)  # 1×3×256×256
+        self.f_s = self.networks.appearance_feature_extractor(image)
+        raw = self.networks.motion_extractor(image)
+        self.source_info = KeypointInfo.from_motion_output({k: v.float() for k, v in raw.items()})
+        self.x_s = self.source_info.transformed()  # 1×21×3
+
+    @torch.no_grad()
+    def driving_keypoints(self, motion) -> torch.Tensor:
+        """Driving keypoints ``x_d`` ``T×21×3`` (fp32, before stitching) for ``motion``."""
+        motion = as_driving_motion(motion)
+        source = self.source_info
+        frames = motion.num_frames
+        exp = motion.exp.to(self.device)
+        rotation = motion.rotations()
+        scale, t = motion.scale, motion.t
+        source_rotation = source.rotation  # 1×3×3
+        if self.relative:
+            exp = source.exp + exp - exp[:1]
+            if rotation is not None:
+                rotation = rotation.to(self.device)
+                rotation = rotation @ rotation[:1].transpose(1, 2) @ source_rotation
+            if scale is not None:
+                scale = source.scale * scale.to(self.device) / scale[:1].to(self.device)
+            if t is not None:
+                t = source.t + t.to(self.device) - t[:1].to(self.device)
+        rotation = source_rotation.expand(frames, -1, -1) if rotation is None else rotation.to(self.device)
+        scale = source.scale.expand(frames, -1) if scale is None else scale.to(self.device)
+        t = source.t.expand(frames, -1) if t is None else t.to(self.device)
+        kp = source.kp.expand(frames, -1, -1)
+        return transform_keypoints(kp, rotation, exp, scale, t)
+
+    @torch.no_grad()
+    def render_crops(self, x_d: torch.Tensor) -> torch.Tensor:
+        """Driving keypoints ``B×21×3`` → G's output ``B×3×512×512`` in [0, 1] (stitching applied if enabled)."""
+        if self.use_stitching:
+            x_d = stitch(self.networks.stitching, self.x_s, x_d)
+        batch = x_d.shape[0]
+        warped = self.networks.warping_module(
+            self.f_s.expand(batch, -1, -1, -1, -1),
+            kp_driving=x_d.to(self.dtype),
+            kp_source=self.x_s.to(self.dtype).expand(batch, -1, -1),
+        )
+        return self.networks.spade_generator(warped.out).float()
+
+    @torch.no_grad()
+    def render(self, motion, progress: bool = True) -> np.ndarray:
+        """Motion of ``T`` frames → frames ``T×H×W×3`` uint8 (the source frame's size, or 512² without paste)."""
+        x_d = self.driving_keypoints(motion)
+        frames = []
+        with tqdm(total=len(x_d), desc="LivePortrait render", unit="frame", disable=not progress) as bar:
+            for start in range(0, len(x_d), self.batch_size):
+                crops = self.render_crops(x_d[start : start + self.batch_size])
+                if self.paste:
+                    if self._paste is None or self._paste.crop_size != crops.shape[-1]:
+                        size = crops.shape[-1]
+                        self._paste = PasteBack(
+                            self.source_frame, self.face.matrix_for(size), size, device=self.device
+                        )
+                    crops = self._paste(crops)
+                frames.append(to_uint8(crops))
+                bar.update(len(crops))
+        return np.concatenate(frames)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Weights-free fallback renderer
+# --------------------------------------------------------------------------------------------------------------
+
+# Mouth opening from the expression: kp 19's y offset dominates speech motion (PC1, 42 % of the variance in the
+# official templates, liveportrait.md §3b) and grows downwards when the mouth opens (the official "lip open"
+# slider adds to it). LivePortrait's closed-lip reference (lip_array.pkl) has 19y = −0.0151.
+MOUTH_OPEN_KEYPOINT = 19
+CLOSED_MOUTH_EXP_Y = -0.015
+OPEN_MOUTH_EXP_SPAN = 0.05  # 19y change from closed to fully open (heuristic; |exp| ≤ 0.08 in the templates)
+
+
+def mouth_opening_from_expression(
+    exp, closed: float = CLOSED_MOUTH_EXP_Y, span: float = OPEN_MOUTH_EXP_SPAN
+) -> np.ndarray:
+    """Expression ``T×21×3`` → mouth opening ``T`` in [0, 1] from kp 19's y offset (a heuristic, see above)."""
+    exp = np.asarray(exp.detach().cpu() if isinstance(exp, torch.Tensor) else exp, dtype=np.float32)
+    if exp.ndim != 3 or exp.shape[1:] != (NUM_KEYPOINTS, 3):
+        raise ValueError(f"exp must be T×{NUM_KEYPOINTS}×3; got shape {exp.shape}.")
+    return np.clip((exp[:, MOUTH_OPEN_KEYPOINT, 1] - closed) / span, 0.0, 1.0)
+
+
+def expression_for_opening(opening, closed: float = CLOSED_MOUTH_EXP_Y, span: float = OPEN_MOUTH_EXP_SPAN):
+    """Inverse of :func:`mouth_opening_from_expression` on a neutral expression: opening ``T`` → ``T×21×3``."""
+    opening = np.asarray(opening, dtype=np.float32).reshape(-1)
+    exp = np.zeros((len(opening), NUM_KEYPOINTS, 3), dtype=np.float32)
+    exp[:, MOUTH_OPEN_KEYPOINT, 1] = closed + span * opening
+    return exp
+
+
+def _smoothstep(x: torch.Tensor) -> torch.Tensor:
+    x = x.clamp(0, 1)
+    return x * x * (3 - 2 * x)
+
+
+class LandmarkFallbackRenderer:
+    """Weights-free talking portrait: opens the jaw of the source according to the mouth keypoints.
+
+    Geometry, in the upright 512² face crop (so tilted faces work): everything below the inner-lip midline moves
+    down by ``min(distance below the midline, drop)`` where ``drop = max_drop · mouth width · opening``; so the
+    lower lip and chin move rigidly while the gap between the lips is filled by stretching the lip line, and the
+    neck below the chin absorbs the shift. The drop fades out sideways towards the jaw contour. The gap is then
+    painted as a dark, lens-shaped mouth cavity. Only the lower face is pasted back, so the rest of the portrait
+    stays pixel-exact. Expression keypoints other than the mouth opening, pose, scale and t are ignored.
+    """
+
+    CROP = CropConfig(size=512, warp_size=512)
+    CAVITY_RGB = (0.16, 0.06, 0.07)
+
+    def __init__(
+        self,
+        source: ImageInput,
+        *,
+        face: FaceCrop | None = None,
+        detector: LandmarkDetector | None = None,
+        max_drop: float = 0.4,
+        batch_size: int = 8,
+        closed_exp_y: float = CLOSED_MOUTH_EXP_Y,
+        open_exp_span: float = OPEN_MOUTH_EXP_SPAN,
+    ) -> None:
+        logger.warning(
+            "No LivePortrait weights: using the landmark fallback renderer, which only opens and closes the "
+            "mouth of the source portrait (no head pose or other expression). Pass the official weights folder "
+            "for real LivePortrait rendering."
+        )
+        name = str(source) if isinstance(source, str | os.PathLike) else None
+        self.source_frame = load_image(source, name)
+        if face is None:
+            detector = detector or default_detector()
+            face = crop_from_landmarks(self.source_frame, detector.detect(self.source_frame, name).landmarks, self.CROP)
+        elif face.size != self.CROP.size:
+            face = crop_from_landmarks(self.source_frame, face.landmarks, self.CROP)
+        self.face = face
+        self.max_drop, self.batch_size = max_drop, batch_size
+        self.closed_exp_y, self.open_exp_span = closed_exp_y, open_exp_span
+        self._build_fields()
+
+    def _build_fields(self) -> None:
+        """Per-source constants on the crop grid: midline distance, sideways/below-chin falloffs, paste mask."""
+        size = self.face.size
+        lm = self.face.landmarks_crop.astype(np.float64)  # 68×2 in crop pixels
+        mouth_width = float(np.linalg.norm(lm[54] - lm[48]))
+        centre_x = float(lm[[48, 54], 0].mean())
+        # Inner-lip midline through the corners and the three upper/lower inner-lip pairs.
+        midline = np.array([lm[60], (lm[61] + lm[67]) / 2, (lm[62] + lm[66]) / 2, (lm[63] + lm[65]) / 2, lm[64]])
+        midline = midline[np.argsort(midline[:, 0])]
+        xs = np.arange(size, dtype=np.float64)
+        midline_y = np.interp(xs, midline[:, 0], midline[:, 1])  # S
+        chin_y = float(lm[CHIN, 1])
+        jaw_half = max(float(abs(lm[12, 0] - lm[4, 0])) / 2, 0.6 * mouth_width)
+        self.drop_px = self.max_drop * mouth_width
+        neck = max(0.6 * (chin_y - midline_y[int(round(centre_x))]), 2.0 * self.drop_px)
+
+        ys = xs[:, None]
+        dist_x = np.abs(xs - centre_x)[None, :]  # 1×S
+        core = 0.3 * mouth_width
+        sideways = 1 - _smoothstep(torch.from_numpy((dist_x - core) / max(jaw_half - core, 1.0))).numpy()
+        below_chin = 1 - _smoothstep(torch.from_numpy((ys - chin_y) / neck)).numpy()  # S×1
+        inner_half = max(abs(lm[64, 0] - lm[60, 0]) / 2, 1.0)
+        lens = np.sqrt(np.clip(1 - ((xs - centre_x) / inner_half) ** 2, 0, 1))[None, :]  # 1×S
+
+        def t(a: np.ndarray) -> torch.Tensor:
+            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
+
+        self._below_midline = t(ys - midline_y[None, :])  # S×S, > 0 below the lips' midline
+        self._falloff = t(sideways * below_chin)  # S×S
+        self._lens = t(lens * sideways)  # 1×S, cavity height profile
+
+        # Paste only the lower face: a soft ellipse from above the upper lip to the end of the neck falloff.
+        top, bottom = float(midline_y.min()) - 0.4 * mouth_width, chin_y + neck
+        radius_x, radius_y = jaw_half + 0.2 * mouth_width, (bottom - top) / 2
+        r = np.sqrt(((xs[None, :] - centre_x) / radius_x) ** 2 + ((ys - (top + bottom) / 2) / radius_y) ** 2)
+        mask = _smoothstep(torch.from_numpy((1.0 - r) / 0.25)).numpy()
+        self._paste = PasteBack(self.source_frame, self.face.frame_to_crop, size, mask=mask)
+        self._crop = self.face.tensor()  # 1×3×S×S
+        self.mouth_box = self._mouth_box_in_frame(lm, mouth_width)
+
+    def _mouth_box_in_frame(self, lm: np.ndarray, mouth_width: float) -> tuple[int, int, int, int]:
+        """``(left, top, right, bottom)`` frame pixels covering the mouth at full opening (for measurements)."""
+        margin = 0.1 * mouth_width
+        left, right = lm[48, 0] - margin, lm[54, 0] + margin
+        top, bottom = lm[50:53, 1].min() - margin, lm[56:59, 1].max() + self.drop_px + margin
+        corners = np.array([[left, top], [right, top], [left, bottom], [right, bottom]])  # crop pixels
+        frame_points = apply_matrix(self.face.crop_to_frame, corners)
+        low, high = np.floor(frame_points.min(axis=0)), np.ceil(frame_points.max(axis=0))
+        height, width = self.source_frame.shape[:2]
+        return (max(int(low[0]), 0), max(int(low[1]), 0), min(int(high[0]), width), min(int(high[1]), height))
+
+    def openings(self, motion) -> np.ndarray:
+        """Mouth opening ``T`` in [0, 1] read from the motion's expression."""
+        motion = as_driving_motion(motion)
+        return mouth_opening_from_expression(motion.exp, self.closed_exp_y, self.open_exp_span)
+
+    @torch.no_grad()
+    def render_openings(self, openings, progress: bool = True) -> np.ndarray:
+        """Mouth openings ``T`` in [0, 1] → frames ``T×H×W×3`` uint8 of the source frame's size."""
+        openings = torch.as_tensor(np.clip(np.asarray(openings, dtype=np.float32).reshape(-1), 0, 1))
+        size = self.face.size
+        ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
+                                indexing="ij")
+        cavity = torch.tensor(self.CAVITY_RGB).view(1, 3, 1, 1)
+        frames = []
+        with tqdm(total=len(openings), desc="fallback render", unit="frame", disable=not progress) as bar:
+            for start in range(0, len(openings), self.batch_size):
+                drop = openings[start : start + self.batch_size].view(-1, 1, 1) * self.drop_px  # B×1×1
+                batch = drop.shape[0]
+                shift = torch.minimum(self._below_midline.clamp(min=0), drop) * self._falloff  # B×S×S
+                grid_x = ((2 * xs + 1) / size - 1).expand(batch, -1, -1)
+                grid = torch.stack([grid_x, (2 * (ys - shift) + 1) / size - 1], dim=-1)  # B×S×S×2
+                warped = torch.nn.functional.grid_sample(
+                    self._crop.expand(batch, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
+                    align_corners=False,
+                )  # B×3×S×S
+                height = drop * self._lens  # B×1×S: cavity height per column
+                depth = torch.minimum(self._below_midline, height - self._below_midline)  # B×S×S
+                alpha = (0.92 * (depth / 1.5).clamp(0, 1) * (height > 1.0)).unsqueeze(1)  # B×1×S×S
+                warped = warped * (1 - alpha) + cavity * alpha
+                frames.append(to_uint8(self._paste(warped)))
+                bar.update(batch)
+        return np.concatenate(frames)
+
+    def render(self, motion, progress: bool = True) -> np.ndarray:
+        """Motion of ``T`` frames → frames ``T×H×W×3`` uint8 (only the mouth opening is used)."""
+        return self.render_openings(self.openings(motion), progress=progress)
+
+
+def make_renderer(source: ImageInput, weights=None, **kwargs):
+    """:class:`LivePortraitRenderer` when ``weights`` (folder, :class:`LivePortraitWeights` or
+    :class:`LivePortraitNetworks`) is given, else the :class:`LandmarkFallbackRenderer` (which logs a warning)."""
+    if weights is None:
+        return LandmarkFallbackRenderer(source, **kwargs)
+    return LivePortraitRenderer(weights, source, **kwargs)
