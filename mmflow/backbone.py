@@ -27,6 +27,8 @@ class StreamBackbone(nn.Module):
       fed to every AdaLN. ``drop`` ``(b,)`` bool marks samples whose conditions (inpainting context and
       stream conditions) must be hidden, as for the unconditional pass of classifier-free guidance.
     - ``output(h, c, batch)`` → velocity ``(b, n, c)``.
+    - optionally ``prepare(batch, drop)`` → step-invariant features (e.g. encoded text) that ``embed`` receives
+      as ``prepared``; a sampler computes them once and passes them to every step, so no backbone keeps a cache.
 
     The constructor takes ``channels`` and ``cond_channels`` from the stream spec plus its own config.
     """
@@ -41,7 +43,11 @@ class StreamBackbone(nn.Module):
     def depth(self) -> int:
         return len(self.transformer_blocks)
 
-    def embed(self, x_t: torch.Tensor, t: torch.Tensor, batch: StreamBatch, drop: torch.Tensor):
+    def prepare(self, batch: StreamBatch, drop: torch.Tensor):
+        """Work that does not depend on the noisy input or the time; None when there is none."""
+        return None
+
+    def embed(self, x_t: torch.Tensor, t: torch.Tensor, batch: StreamBatch, drop: torch.Tensor, prepared=None):
         raise NotImplementedError
 
     def output(self, h: torch.Tensor, c: torch.Tensor, batch: StreamBatch) -> torch.Tensor:
@@ -105,7 +111,7 @@ class DiTBackbone(StreamBackbone):
             nn.init.zeros_(layer.weight)
             nn.init.zeros_(layer.bias)
 
-    def embed(self, x_t, t, batch, drop):
+    def embed(self, x_t, t, batch, drop, prepared=None):
         parts = [x_t, hide_dropped(batch.context(), drop)]
         if self.cond_channels:
             parts.append(hide_dropped(batch.cond.to(x_t.dtype), drop))

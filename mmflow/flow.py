@@ -176,14 +176,19 @@ class GuidedVelocity:
             self.view = {n: torch.cat([on if base_view[n] else off, on if uncond_view[n] else off]) for n in names}
         else:
             self.drop, self.view = None, {n: on if base_view[n] else off for n in names}
+        # step-invariant work (masks, rotary tables, encoded conditions) once for the whole integration
+        self.plan = model.plan(self.batches, self.drop, self.view) if hasattr(model, "plan") else None
+
+    def _plan_kwargs(self) -> dict:
+        return {} if self.plan is None else {"plan": self.plan}
 
     def __call__(self, x: Streams, t: torch.Tensor) -> Streams:
         if not self.guidance.enabled:
             b = next(iter(x.values())).shape[0]
-            return self.model(x, t.expand(b), self.batches, joint_view=self.view)
+            return self.model(x, t.expand(b), self.batches, joint_view=self.view, **self._plan_kwargs())
         doubled = {n: torch.cat([v, v]) for n, v in x.items()}
         b2 = next(iter(doubled.values())).shape[0]
-        v = self.model(doubled, t.expand(b2), self.batches, drop=self.drop, joint_view=self.view)
+        v = self.model(doubled, t.expand(b2), self.batches, drop=self.drop, joint_view=self.view, **self._plan_kwargs())
         out = {}
         for name, both in v.items():
             cond, uncond = both.chunk(2)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from fractions import Fraction
 
 import torch
@@ -63,6 +64,21 @@ def _as_per_sample(value, batch_size: int, device, name: str, default: bool) -> 
     if value.shape != (batch_size,):
         raise ValueError(f"{name} must be a bool or a ({batch_size},) bool tensor, got shape {tuple(value.shape)}")
     return value.bool()
+
+
+@dataclass
+class ForwardPlan:
+    """The step-invariant part of a forward pass over one set of batches: per-sample switches, rotary tables,
+    padding, compiled attention masks and each backbone's prepared features. A sampler builds it once
+    (``MMDiT.plan``) and reuses it at every step; a plain ``forward`` builds its own."""
+
+    drops: dict[str, torch.Tensor]
+    views: dict[str, torch.Tensor]
+    tables: dict[str, tuple[torch.Tensor, torch.Tensor]]
+    padding: dict[str, torch.Tensor | None]
+    alone_masks: dict[str, AttentionMask]
+    joint_masks: dict[tuple[str, ...], AttentionMask]
+    prepared: dict[str, object] = field(default_factory=dict)
 
 
 class MMDiT(ModelMixin, ConfigMixin):
@@ -184,38 +200,22 @@ class MMDiT(ModelMixin, ConfigMixin):
 
     # ---------------------------------------------------------------------------------------------- forward
 
-    def forward(
+    @torch.no_grad()
+    def plan(
         self,
-        x_t: Mapping[str, torch.Tensor],
-        t: torch.Tensor | float | Mapping[str, torch.Tensor],
         batches: Mapping[str, StreamBatch],
         drop: Mapping[str, torch.Tensor | bool] | torch.Tensor | bool | None = None,
         joint_view: Mapping[str, torch.Tensor | bool] | torch.Tensor | bool | None = None,
-    ) -> dict[str, torch.Tensor]:
-        """Velocity of every stream.
+    ) -> ForwardPlan:
+        """Everything of a forward pass that does not change between sampling steps (see ``ForwardPlan``)."""
+        return self._plan(batches, drop, joint_view)
 
-        Args:
-            x_t: Noisy latents ``(b, n, c)`` per stream.
-            t: Flow time ``(b,)`` (or a float, or one per stream).
-            batches: ``StreamBatch`` per stream (context, masks, conditions).
-            drop: Per stream, per sample: hide that stream's conditions (classifier-free guidance).
-            joint_view: Per stream, per sample: False makes the stream's queries ignore the other streams.
-        """
+    def _plan(self, batches, drop, joint_view) -> ForwardPlan:
         check_batches(self.specs, batches)
         first = batches[self.stream_names[0]]
         b, device = first.batch_size, first.latent.device
         drops = self._per_stream(drop, b, device, "drop", False)
         views = self._per_stream(joint_view, b, device, "joint_view", True)
-        times = {}
-        for name in self.stream_names:
-            t_n = t[name] if isinstance(t, Mapping) else t
-            t_n = torch.as_tensor(t_n, device=device, dtype=x_t[name].dtype)
-            times[name] = t_n.expand(b) if t_n.ndim == 0 else t_n
-
-        hidden, conditioning = {}, {}
-        for name, backbone in self.backbones.items():
-            hidden[name], conditioning[name] = backbone.embed(x_t[name], times[name], batches[name], drops[name])
-
         positions = stream_positions(
             self.specs,
             {n: batches[n].lengths for n in self.stream_names},
@@ -231,6 +231,46 @@ class MMDiT(ModelMixin, ConfigMixin):
         # None when nothing is padded, so the blocks skip masking (checked once here, not in every layer)
         padding = {n: None if bool(batches[n].valid.all()) else batches[n].valid for n in self.stream_names}
         alone_masks, joint_masks = self._masks(batches, views)
+        prepared = {n: self.backbones[n].prepare(batches[n], drops[n]) for n in self.stream_names}
+        return ForwardPlan(drops, views, tables, padding, alone_masks, joint_masks, prepared)
+
+    def forward(
+        self,
+        x_t: Mapping[str, torch.Tensor],
+        t: torch.Tensor | float | Mapping[str, torch.Tensor],
+        batches: Mapping[str, StreamBatch],
+        drop: Mapping[str, torch.Tensor | bool] | torch.Tensor | bool | None = None,
+        joint_view: Mapping[str, torch.Tensor | bool] | torch.Tensor | bool | None = None,
+        plan: ForwardPlan | None = None,
+    ) -> dict[str, torch.Tensor]:
+        """Velocity of every stream.
+
+        Args:
+            x_t: Noisy latents ``(b, n, c)`` per stream.
+            t: Flow time ``(b,)`` (or a float, or one per stream).
+            batches: ``StreamBatch`` per stream (context, masks, conditions).
+            drop: Per stream, per sample: hide that stream's conditions (classifier-free guidance).
+            joint_view: Per stream, per sample: False makes the stream's queries ignore the other streams.
+            plan: A ``ForwardPlan`` from ``plan(batches, drop, joint_view)`` (then ``drop`` and ``joint_view``
+                are taken from it); built here when None.
+        """
+        if plan is None:
+            plan = self._plan(batches, drop, joint_view)
+        first = batches[self.stream_names[0]]
+        b, device = first.batch_size, first.latent.device
+        times = {}
+        for name in self.stream_names:
+            t_n = t[name] if isinstance(t, Mapping) else t
+            t_n = torch.as_tensor(t_n, device=device, dtype=x_t[name].dtype)
+            times[name] = t_n.expand(b) if t_n.ndim == 0 else t_n
+
+        hidden, conditioning = {}, {}
+        for name, backbone in self.backbones.items():
+            hidden[name], conditioning[name] = backbone.embed(
+                x_t[name], times[name], batches[name], plan.drops[name], prepared=plan.prepared.get(name)
+            )
+        tables, padding = plan.tables, plan.padding
+        alone_masks, joint_masks = plan.alone_masks, plan.joint_masks
 
         for step in range(self.num_steps):
             present = tuple(n for n in self.stream_names if self.backbones[n].depth > step)

@@ -166,3 +166,15 @@ def test_fresh_model_predicts_zero():
     out = model(noisy_inputs(batches), torch.full((2,), 0.5), batches)
     assert all(v.abs().max() == 0 for v in out.values())
     randomize(model)
+
+
+def test_a_prepared_plan_gives_the_same_velocities():
+    model = tiny_model(schedule="half")
+    batches = tiny_batches()
+    x = noisy_inputs(batches)
+    t = torch.tensor([0.2, 0.9])
+    view = {"slow": torch.tensor([True, False])}
+    plan = model.plan(batches, drop={"fast": True}, joint_view=view)
+    direct = model(x, t, batches, drop={"fast": True}, joint_view=view)
+    planned = model(x, t, batches, plan=plan)
+    assert all(torch.equal(direct[n], planned[n]) for n in direct)

@@ -138,31 +138,6 @@ class TextEmbedding(nn.Module):
             self.text_blocks = nn.Sequential(*(ConvNeXtV2Block(dim, dim * 2) for _ in range(conv_layers)))
         else:
             self.text_blocks = None
-        self._cache: tuple | None = None
-
-    def cached(self, text: torch.Tensor, valid: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
-        """``forward`` with a one-entry cache at inference: an ODE sampler passes the same text at every step.
-
-        The entry is reused only when the inputs are equal in value and the weights are the same tensors at the
-        same version, so in-place edits of either are noticed. Training and autograd always recompute.
-        """
-        if self.training or torch.is_grad_enabled():
-            self._cache = None
-            return self(text, valid, drop)
-        weights = tuple((p.data_ptr(), p._version) for p in self.parameters())
-        entry = self._cache  # read once: another thread may replace it
-        if (
-            entry is not None
-            and entry[0] == weights
-            and all(
-                old.shape == new.shape and old.device == new.device and torch.equal(old, new)
-                for old, new in zip(entry[1], (text, valid, drop), strict=True)
-            )
-        ):
-            return entry[2]
-        features = self(text, valid, drop)
-        self._cache = (weights, (text.clone(), valid.clone(), drop.clone()), features)
-        return features
 
     def forward(self, text: torch.Tensor, valid: torch.Tensor, drop: torch.Tensor) -> torch.Tensor:
         """``text`` ``(b, t)`` vocabulary ids (pad -1), ``valid`` ``(b, n)``, ``drop`` ``(b,)`` → ``(b, n, T)``."""
@@ -295,14 +270,19 @@ class F5TTSBackbone(StreamBackbone):
 
     # ------------------------------------------------------------------------------------------- shared path
 
-    def embed_inputs(self, x, cond, text, time, valid, drop_audio_cond, drop_text):
-        """Tokens ``(b, n, D)`` and the AdaLN conditioning ``(b, D)``; drops are ``(b,)`` bool per sample."""
-        if text.is_floating_point() or text.ndim != 2 or text.shape[0] != x.shape[0]:
+    def text_features(self, text: torch.Tensor, valid: torch.Tensor, drop_text: torch.Tensor) -> torch.Tensor:
+        """Encoded text ``(b, n, T)``: independent of the noisy mel and the time, so samplers compute it once."""
+        if text.is_floating_point() or text.ndim != 2 or text.shape[0] != valid.shape[0]:
             raise ValueError(
-                f"text must be integer token ids of shape ({x.shape[0]}, tokens) (vocabulary ids, padding -1), "
+                f"text must be integer token ids of shape ({valid.shape[0]}, tokens) (vocabulary ids, padding -1), "
                 f"got {text.dtype} {tuple(text.shape)}"
             )
-        text_features = self.text_embed.cached(text, valid, drop_text)
+        return self.text_embed(text, valid, drop_text)
+
+    def embed_inputs(self, x, cond, text, time, valid, drop_audio_cond, drop_text, text_features=None):
+        """Tokens ``(b, n, D)`` and the AdaLN conditioning ``(b, D)``; drops are ``(b,)`` bool per sample."""
+        if text_features is None:
+            text_features = self.text_features(text, valid, drop_text)
         h = self.input_embed(x, hide_dropped(cond, drop_audio_cond), text_features.to(x.dtype), valid)
         return h, self.time_embed(time)
 
@@ -311,13 +291,20 @@ class F5TTSBackbone(StreamBackbone):
 
     # ------------------------------------------------------------------------------------------- MMDiT path
 
-    def embed(self, x_t, t, batch: StreamBatch, drop):
+    def _text(self, batch: StreamBatch) -> torch.Tensor:
         if TEXT_KEY not in batch.extras:
             raise KeyError(
                 f"the F5-TTS backbone needs the text token ids in StreamBatch.extras[{TEXT_KEY!r}] "
                 f"((b, tokens) int64 vocabulary ids padded with -1, e.g. Vocab.batch_encode)"
             )
-        return self.embed_inputs(x_t, batch.context(), batch.extras[TEXT_KEY], t, batch.valid, drop, drop)
+        return batch.extras[TEXT_KEY]
+
+    def prepare(self, batch: StreamBatch, drop):
+        return self.text_features(self._text(batch), batch.valid, drop)
+
+    def embed(self, x_t, t, batch: StreamBatch, drop, prepared=None):
+        text = self._text(batch)
+        return self.embed_inputs(x_t, batch.context(), text, t, batch.valid, drop, drop, text_features=prepared)
 
     # ------------------------------------------------------------------------------------------- standalone
 
