@@ -55,6 +55,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--compile", action="store_true", help="torch.compile each side's transformer")
+    parser.add_argument("--compile-mode", default="default", choices=["default", "reduce-overhead", "max-autotune"],
+                        help="torch.compile mode (reduce-overhead: CUDA graphs)")
     parser.add_argument("--quick", action="store_true", help="1 s + 2 s, 60 tokens, 8 NFE")
     parser.add_argument("--ref-seconds", type=float)
     parser.add_argument("--gen-seconds", type=float)
@@ -170,7 +172,7 @@ def build_sampler(side: str, config: dict, work: dict, args):
         dit.load_state_dict(state)
         cfm = CFM(transformer=dit).to(device, dtype).eval()
         if args.compile:
-            cfm.transformer = torch.compile(cfm.transformer)
+            cfm.transformer = torch.compile(cfm.transformer, mode=args.compile_mode)
 
         def run():
             with torch.inference_mode():
@@ -193,7 +195,7 @@ def build_sampler(side: str, config: dict, work: dict, args):
     model = build_f5tts_mmdit(config, VOCAB_SIZE, mask_padding=False).eval()
     model.backbones["audio"].load_state_dict(state)
     model.to(device, dtype)
-    forward = torch.compile(model) if args.compile else model
+    forward = torch.compile(model, mode=args.compile_mode) if args.compile else model
     n = work["total_frames"]
     latent = torch.zeros(1, n, 100, device=device, dtype=dtype)
     latent[:, : cond.shape[1]] = cond
@@ -294,6 +296,7 @@ def main(argv=None) -> int:
         "device": args.device,
         "dtype": args.dtype,
         "compile": args.compile,
+        "compile_mode": args.compile_mode,
         "workload": {
             **work,
             "ref_seconds": args.ref_seconds,
