@@ -130,9 +130,12 @@ def main(argv=None) -> int:
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp32")
     parser.add_argument("--frames", type=int, default=2, help="timed frames (calls) per measurement, after 1 warm-up")
     parser.add_argument("--skip-reference", action="store_true", help="time only our networks")
+    parser.add_argument("--autocast", action="store_true",
+                        help="keep fp32 weights and run under autocast to --dtype (LivePortrait's own GPU mode)")
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/render-<device>-<dtype>.json)")
     args = parser.parse_args(argv)
-    device, dtype = torch.device(args.device), DTYPES[args.dtype]
+    device, compute_dtype = torch.device(args.device), DTYPES[args.dtype]
+    dtype = torch.float32 if args.autocast else compute_dtype  # weights and inputs
     torch.manual_seed(0)
 
     reference = None
@@ -159,7 +162,8 @@ def main(argv=None) -> int:
     renderer = LivePortraitRenderer(ours, frame, face=face, device=device, dtype=dtype, batch_size=1)
     motion = DrivingMotion(exp=renderer.source_info.exp.cpu())  # one frame: the source's own expression
     calls = {}
-    with torch.no_grad():
+    autocast = torch.autocast(device.type, dtype=compute_dtype, enabled=args.autocast)
+    with torch.no_grad(), autocast:
         for key, call in module_calls(our_models, image, kp_s, kp_d).items():
             calls[("ours", key)] = call
         calls[("ours", "render+paste")] = lambda: renderer.render(motion, progress=False)
@@ -203,6 +207,7 @@ def main(argv=None) -> int:
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "dtype": args.dtype,
+        "autocast": args.autocast,
         "config": {k: v for k, v in vars(args).items() if k != "out"},
         "unit": "ms per frame, batch 1, median over the timed frames",
         "render": "stitching + W + G per driven frame; render+paste: LivePortraitRenderer.render of one frame "
