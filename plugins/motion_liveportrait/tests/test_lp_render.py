@@ -196,3 +196,46 @@ def test_fallback_closed_mouth_is_the_source(astronaut, source_face):
 def test_half_precision_on_cpu_is_a_clear_error(astronaut, small_face, reduced_networks):
     with pytest.raises(ValueError, match="not supported on CPU.*float32"):
         render.LivePortraitRenderer(reduced_networks, astronaut, face=small_face, dtype=torch.bfloat16)
+
+
+@torch.no_grad()
+def test_one_frame_equals_the_reference_networks_chain(astronaut, small_face):
+    """The same frame through the original LivePortrait modules (mimic-head): random reference weights are
+    loaded into our networks (spectral-norm keys included), then both chains render the same driving frame."""
+    lp = pytest.importorskip("lp_reference")
+    reduced, official = lp.REDUCED_CONFIGS, lp.official_configs()
+    ref_f = lp.randomize_(lp.AppearanceFeatureExtractor(**reduced["appearance_feature_extractor_params"]), 1)
+    ref_m = lp.randomize_(lp.MotionExtractor(**official["motion_extractor_params"]), 2)
+    ref_w = lp.randomize_(lp.WarpingNetwork(**reduced["warping_module_params"]), 3)
+    ref_g = lp.randomize_(lp.SPADEDecoder(**reduced["spade_generator_params"]), 4)
+    ref_m.detector.fc_scale.bias.fill_(1.5)  # a plausible keypoint scale
+    ours = render.LivePortraitNetworks(
+        appearance_feature_extractor=networks.AppearanceFeatureExtractor(**REDUCED_F),
+        motion_extractor=networks.MotionExtractor(),
+        warping_module=networks.WarpingNetwork(**REDUCED_W),
+        spade_generator=networks.SPADEDecoder(**REDUCED_G),
+        stitching=networks.StitchingRetargetingNetwork.from_official_config("stitching"),
+    )
+    for mine, ref in ((ours.appearance_feature_extractor, ref_f), (ours.motion_extractor, ref_m),
+                      (ours.warping_module, ref_w), (ours.spade_generator, ref_g)):
+        mine.load_state_dict(ref.state_dict(), strict=True)
+        mine.eval()
+
+    renderer = render.LivePortraitRenderer(ours, astronaut, face=small_face, paste=False, use_stitching=False)
+    motion = driving_motion(1, seed=3)
+    rendered = renderer.render(motion, progress=False)
+
+    image = small_face.tensor()
+    out = ref_m(image)
+    degrees = [lp.camera.headpose_pred_to_degree(out[k]) for k in ("pitch", "yaw", "roll")]
+    kp, exp = out["kp"].view(1, 21, 3), out["exp"].view(1, 21, 3)
+    t_s = out["t"].clone()
+    t_s[:, 2] = 0  # LivePortrait drops the depth translation
+    x_s = out["scale"][..., None] * (kp @ lp.camera.get_rotation_matrix(*degrees) + exp) + t_s[:, None, :]
+    pose_d = [torch.as_tensor(v, dtype=torch.float32) for v in (motion.pitch, motion.yaw, motion.roll)]
+    scale_d, t_d, exp_d = (torch.as_tensor(v, dtype=torch.float32) for v in (motion.scale, motion.t, motion.exp))
+    x_d = scale_d[..., None] * (kp @ lp.camera.get_rotation_matrix(*pose_d) + exp_d) + t_d[:, None, :]
+    warped = ref_w(ref_f(image), kp_driving=x_d, kp_source=x_s)
+    expected = face.to_uint8(ref_g(warped["out"]))
+    assert expected.std() > 5  # a real image, not a saturated one that any chain would match
+    assert np.abs(rendered.astype(int) - expected.astype(int)).max() <= 1
