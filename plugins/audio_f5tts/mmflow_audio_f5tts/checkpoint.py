@@ -20,6 +20,7 @@ from typing import NamedTuple
 import torch
 
 from mmflow import MMDiT
+from mmflow.checkpoints import state_dict_problems
 
 from .backbone import F5TTS_CONFIGS, F5TTSBackbone, f5tts_config
 from .mel import FRAME_RATE, N_MELS
@@ -149,22 +150,7 @@ def _config_hint(state: dict, found: dict) -> str:
 def load_backbone_weights(backbone: F5TTSBackbone, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` strictly; on any missing, unexpected or mis-shaped key raise one error listing them all."""
     expected = backbone.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = sorted(
-        f"{key}: file {list(state[key].shape)} vs model {list(expected[key].shape)}"
-        for key in set(expected) & set(state)
-        if state[key].shape != expected[key].shape
-    )
-    problems = [
-        f"{label} ({len(items)}): {_first(items)}"
-        for label, items in (
-            ("missing", missing),
-            ("unexpected", unexpected),
-            ("shape mismatches", mismatched),
-        )
-        if items
-    ]
+    problems = state_dict_problems(expected, state)
     if problems:
         found = describe_state_dict(state)
         raise CheckpointError(

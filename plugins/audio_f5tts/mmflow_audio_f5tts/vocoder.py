@@ -25,6 +25,8 @@ from diffusers import ConfigMixin, ModelMixin
 from diffusers.configuration_utils import register_to_config
 from torch import nn
 
+from mmflow.checkpoints import state_dict_problems
+
 from .mel import HOP_LENGTH, N_FFT, N_MELS, SAMPLE_RATE, WIN_LENGTH, mel_filterbank
 
 logger = logging.getLogger(__name__)
@@ -309,23 +311,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor], *, source: str) -> None:
     """Load ``state_dict`` into ``model``, raising one error that lists every missing, unexpected and
     mis-shaped key (``load_state_dict`` alone stops at shape mismatches with a less complete message)."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state_dict))
-    unexpected = sorted(set(state_dict) - set(expected))
-    mismatched = sorted(
-        f"{key}: file {list(state_dict[key].shape)} vs model {list(expected[key].shape)}"
-        for key in set(expected) & set(state_dict)
-        if state_dict[key].shape != expected[key].shape
-    )
-    problems = [
-        f"{label} ({len(items)}): {_first(items)}"
-        for label, items in (
-            ("missing keys", missing),
-            ("unexpected keys", unexpected),
-            ("shape mismatches", mismatched),
-        )
-        if items
-    ]
+    problems = state_dict_problems(model.state_dict(), state_dict, limit=12)
     if problems:
         raise VocoderCheckpointError(
             f"{source} does not match the model config: "
@@ -333,11 +319,6 @@ def load_state_dict_strict(model: nn.Module, state_dict: dict[str, torch.Tensor]
             + ". Check that the config and weights come from the same Vocos release."
         )
     model.load_state_dict(state_dict, strict=True)
-
-
-def _first(items: list[str], limit: int = 12) -> str:
-    shown = ", ".join(items[:limit])
-    return shown + (f", ... and {len(items) - limit} more" if len(items) > limit else "")
 
 
 @functools.cache

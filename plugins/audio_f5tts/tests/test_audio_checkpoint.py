@@ -110,7 +110,7 @@ def test_missing_and_mismatched_keys_are_listed(tmp_path, vocab_folder, monkeypa
     del state["proj_out.bias"]
     path = tmp_path / "cut.safetensors"
     save_file(_official(state), str(path))
-    with pytest.raises(CheckpointError, match=r"missing \(1\): proj_out.bias"):
+    with pytest.raises(CheckpointError, match=r"missing keys \(1\): proj_out.bias"):
         from_f5tts(path, vocab_folder, CONFIG)
 
     wider = tmp_path / "wider.safetensors"
@@ -126,7 +126,7 @@ def test_missing_and_mismatched_keys_are_listed(tmp_path, vocab_folder, monkeypa
 
     deeper = tmp_path / "deeper.safetensors"
     save_file(_official(_dit_state(depth=3)), str(deeper))
-    with pytest.raises(CheckpointError, match=r"unexpected \(14\): transformer_blocks.2"):
+    with pytest.raises(CheckpointError, match=r"unexpected keys \(14\): transformer_blocks.2"):
         from_f5tts(deeper, vocab_folder, CONFIG)
 
 
