@@ -197,12 +197,32 @@ class GuidedVelocity:
         return out
 
 
-def sample_noise(batches: Mapping[str, StreamBatch], generator: torch.Generator | None = None) -> Streams:
-    """Standard normal noise shaped like each stream's latent, drawn on the CPU in stream order (reproducible)."""
-    return {
-        name: torch.randn(batch.latent.shape, generator=generator).to(batch.latent.device, batch.latent.dtype)
-        for name, batch in batches.items()
-    }
+def sample_noise(
+    batches: Mapping[str, StreamBatch],
+    generator: torch.Generator | None = None,
+    seeds: list[int] | None = None,
+) -> Streams:
+    """Standard normal noise shaped like each stream's latent, drawn on the CPU in stream order (reproducible).
+
+    With ``seeds`` (one per sample), each sample's noise comes from its own generator and covers only its valid
+    frames (zeros on padding), so a sample gets the same noise alone as in any batch.
+    """
+    if seeds is None:
+        return {
+            name: torch.randn(batch.latent.shape, generator=generator).to(batch.latent.device, batch.latent.dtype)
+            for name, batch in batches.items()
+        }
+    first = next(iter(batches.values()))
+    if len(seeds) != first.batch_size:
+        raise ValueError(f"seeds must give one seed per sample ({first.batch_size}), got {len(seeds)}")
+    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
+    noise = {}
+    for name, batch in batches.items():
+        rows = torch.zeros(batch.latent.shape)
+        for i, (g, length) in enumerate(zip(generators, batch.lengths.tolist(), strict=True)):
+            rows[i, :length] = torch.randn(length, batch.latent.shape[-1], generator=g)
+        noise[name] = rows.to(batch.latent.device, batch.latent.dtype)
+    return noise
 
 
 @torch.no_grad()
@@ -217,13 +237,15 @@ def generate(
     noise: Streams | None = None,
     joint_view: Mapping[str, bool] | bool = True,
     progress: bool = False,
+    seeds: list[int] | None = None,
 ) -> Streams:
     """Sample every stream; given frames come back exactly as given, padding frames as zeros.
 
     ``joint_view=False`` (or False for some streams) runs the model with those streams' joint view off, i.e.
-    as if the joint schedule were switched off for their queries.
+    as if the joint schedule were switched off for their queries. ``seeds`` (one per sample) makes each
+    sample's result independent of the batch it is in (with a model that masks padding).
     """
-    x0 = sample_noise(batches, generator) if noise is None else dict(noise)
+    x0 = sample_noise(batches, generator, seeds) if noise is None else dict(noise)
     grid = time_grid(steps, sway, device=next(iter(batches.values())).latent.device)
     x1 = integrate(GuidedVelocity(model, batches, guidance, joint_view), x0, grid, method, progress)
     out = {}

@@ -127,3 +127,21 @@ def test_generation_is_seeded_and_keeps_given_frames():
         assert torch.equal(a[name], b[name]) and not torch.equal(a[name], c[name])
         assert torch.equal(a[name][batch.given], batch.latent[batch.given])
         assert (a[name][~batch.valid] == 0).all()
+
+
+def test_per_sample_seeds_make_batches_equal_one_by_one():
+    model = tiny_model()  # masks padding
+    batches = tiny_batches(seconds=(1.0, 0.6))
+    guidance = Guidance({"fast": 2.0, "slow": 1.5})
+    both = generate(model, batches, steps=3, guidance=guidance, seeds=[3, 5])
+    frames = {"fast": [50, 30], "slow": [15, 9]}
+    for i, seed in enumerate((3, 5)):
+        alone_batches = {
+            n: b.select(slice(i, i + 1)).map(lambda t, k=frames[n][i]: t[:, :k] if t.ndim > 1 else t)
+            for n, b in batches.items()
+        }
+        alone = generate(model, alone_batches, steps=3, guidance=guidance, seeds=[seed])
+        for n in batches:
+            torch.testing.assert_close(both[n][i, : frames[n][i]], alone[n][0], rtol=1e-4, atol=1e-5)
+    with pytest.raises(ValueError, match="one seed per sample"):
+        generate(model, batches, steps=1, seeds=[1])
