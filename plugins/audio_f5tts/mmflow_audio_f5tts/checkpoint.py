@@ -160,21 +160,29 @@ def load_backbone_weights(backbone: F5TTSBackbone, state: dict[str, torch.Tensor
     backbone.load_state_dict(state, strict=True)
 
 
-def build_f5tts_mmdit(config: str | dict, text_num_embeds: int, mask_padding: bool = False) -> MMDiT:
-    """An ``MMDiT`` with one F5-TTS ``audio`` stream (93.75 frames/s, 100 mel bins), weights as initialised.
+def audio_stream_config(config: str | dict, text_num_embeds: int, mask_padding: bool = False) -> dict:
+    """The ``audio`` entry of an ``MMDiT`` streams config: an F5-TTS backbone at 93.75 frames/s, 100 mel bins.
 
-    ``config`` is a name from ``F5TTS_CONFIGS`` or a backbone config dict. ``mask_padding`` turns on both the
-    attention key-padding mask and the backbone's ``isolate_padding`` (see :func:`from_f5tts`).
+    ``config`` is a name from ``F5TTS_CONFIGS`` or a backbone config dict. ``mask_padding`` turns on the
+    backbone's ``isolate_padding`` (padding kept out of the text encoder; see :func:`from_f5tts`).
     """
     backbone_config = f5tts_config(config) if isinstance(config, str) else dict(config)
     backbone_config.update(text_num_embeds=text_num_embeds, isolate_padding=mask_padding)
-    stream = {
+    return {
         "frame_rate": f"{FRAME_RATE.numerator}/{FRAME_RATE.denominator}",
         "channels": N_MELS,
         "position": "scaled",
         "backbone": "f5tts_dit",
         "backbone_config": backbone_config,
     }
+
+
+def build_f5tts_mmdit(config: str | dict, text_num_embeds: int, mask_padding: bool = False) -> MMDiT:
+    """An ``MMDiT`` with one F5-TTS ``audio`` stream, weights as initialised.
+
+    ``mask_padding`` turns on both the attention key-padding mask and the backbone's ``isolate_padding``.
+    """
+    stream = audio_stream_config(config, text_num_embeds, mask_padding)
     return MMDiT(streams={STREAM: stream}, joint_schedule="none", mask_padding=mask_padding)
 
 

@@ -1,0 +1,5 @@
+"""JAM-Flow (arXiv 2506.23552) as an mmflow model: F5-TTS audio + LivePortrait motion, jointly attended."""
+
+from .model import LoadedJAMFlow, build_jamflow, jamflow_config
+
+__all__ = ["LoadedJAMFlow", "build_jamflow", "jamflow_config"]

@@ -1,0 +1,16 @@
+"""Registrations of the JAM-Flow plugin: the paper's tasks, as inpainting conditions over its two streams."""
+
+from __future__ import annotations
+
+from mmflow import TaskPreset, hookimpl
+
+
+@hookimpl
+def mmflow_tasks():
+    return [
+        TaskPreset("talking_head", "text (+ reference voice) + portrait -> talking video with speech",
+                   generate=("audio", "motion")),
+        TaskPreset("audio_to_motion", "given speech -> facial motion (talking head)", ("motion",), ("audio",)),
+        TaskPreset("dubbing", "given motion/video + text -> speech timed to the motion", ("audio",), ("motion",)),
+        TaskPreset("tts", "text (+ reference voice) -> speech", ("audio",)),
+    ]
