@@ -1,7 +1,7 @@
 """Motion from a driving video: LivePortrait keypoint motion (needs M's weights) or a weights-free mouth signal.
 
 * :func:`extract_motion` tracks the face, crops every frame the way the source is cropped (``face.py``) and runs
-  the motion extractor M on the crops in batches; the result is a :class:`~.keypoints.MotionTemplate` (scale, R,
+  the motion extractor M on the crops in batches; the result is a :class:`~.motion_template.MotionTemplate` (scale, R,
   exp, t with t_z = 0 as in the official templates, canonical kp, transformed keypoints x_s, and eye/lip open
   ratios), i.e. what LivePortrait's ``make_motion_template`` stores and JAM-Flow trains on.
 * :func:`extract_mouth_opening` needs no network weights: per frame, the inner-lip gap divided by the distance of
@@ -33,7 +33,8 @@ from .face import (
     crop_from_landmarks,
     load_image,
 )
-from .keypoints import KeypointInfo, MotionTemplate
+from .keypoints import KeypointInfo
+from .motion_template import MotionTemplate
 from .networks import MotionExtractor
 from .render import move
 from .video import VideoData, read_video

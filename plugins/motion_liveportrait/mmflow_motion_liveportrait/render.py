@@ -44,11 +44,11 @@ from .keypoints import (
     MOUTH_KEYPOINT_INDICES,
     NUM_KEYPOINTS,
     KeypointInfo,
-    MotionTemplate,
     merge_expression,
     rotation_matrix,
     transform_keypoints,
 )
+from .motion_template import MotionTemplate
 from .networks import (
     AppearanceFeatureExtractor,
     MotionExtractor,
@@ -148,7 +148,7 @@ class DrivingMotion:
 
     @classmethod
     def from_template(cls, template: MotionTemplate) -> DrivingMotion:
-        """Use a :class:`~.keypoints.MotionTemplate` (LivePortrait ``.pkl`` / ``.npz``) as driving motion."""
+        """Use a :class:`~.motion_template.MotionTemplate` (LivePortrait ``.pkl`` / ``.npz``) as driving motion."""
         return cls(exp=template.exp, rotation=template.R, scale=template.scale, t=template.t)
 
 

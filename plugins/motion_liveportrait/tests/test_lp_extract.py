@@ -9,7 +9,8 @@ pytest.importorskip("dlib", reason="extraction tracks the face with dlib-bin")
 skimage_data = pytest.importorskip("skimage.data", reason="extraction tests use scikit-image's astronaut")
 
 from mmflow_motion_liveportrait import extract, face, networks, render, video  # noqa: E402
-from mmflow_motion_liveportrait.keypoints import KeypointInfo, save_motion_template  # noqa: E402
+from mmflow_motion_liveportrait.keypoints import KeypointInfo  # noqa: E402
+from mmflow_motion_liveportrait.motion_template import save_motion_template  # noqa: E402
 
 
 @pytest.fixture(scope="module")

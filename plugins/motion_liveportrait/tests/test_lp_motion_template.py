@@ -5,8 +5,8 @@ import pickle
 
 import numpy as np
 import pytest
-from mmflow_motion_liveportrait import keypoints
-from mmflow_motion_liveportrait.keypoints import (
+from mmflow_motion_liveportrait import motion_template
+from mmflow_motion_liveportrait.motion_template import (
     MotionTemplate,
     MotionTemplateError,
     load_motion_template,
@@ -170,7 +170,7 @@ def test_failed_write_keeps_previous_file(tmp_path, monkeypatch):
         stream.write(b"partial")
         raise OSError("disk full")
 
-    monkeypatch.setattr(keypoints, "_write_npz", broken_write)
+    monkeypatch.setattr(motion_template, "_write_npz", broken_write)
     with pytest.raises(OSError, match="disk full"):
         save_motion_template(random_template(num_frames=4), path)
     assert path.read_bytes() == before

@@ -14,11 +14,11 @@ from mmflow_motion_liveportrait import face, networks, render  # noqa: E402
 from mmflow_motion_liveportrait.keypoints import (  # noqa: E402
     MOUTH_KEYPOINT_INDICES,
     KeypointInfo,
-    MotionTemplate,
     rotation_matrix,
     split_expression,
     transform_keypoints,
 )
+from mmflow_motion_liveportrait.motion_template import MotionTemplate  # noqa: E402
 
 # Small F/W/G with the official code paths (2 down blocks, 16-deep volume, occlusion map, 2× pixel shuffle);
 # M and S are full size (they are cheap).
