@@ -1,12 +1,13 @@
 """mmflow: a modular plugin framework for multimodal flow-matching models."""
 
-from diffusers import ModelMixin  # noqa: F401  (diffusers resolves component base classes through this module)
+from diffusers import ModelMixin, SchedulerMixin  # noqa: F401  (diffusers resolves component base classes here)
 
 from .attention import AttentionBackendError, attend
 from .backbone import DiTBackbone, StreamBackbone
 from .flow import FlowMatchingObjective, Guidance, generate, time_grid
 from .masks import Blocked, Full, LocalWindow, MaskPolicy, SameTime, local_global_policy
 from .plugins import PluginError, TaskPreset, get_registry, hookimpl
+from .scheduler import FlowMatchingScheduler
 from .streams import StreamBatch, StreamSpec
 from .transformer import MMDiT
 
@@ -17,6 +18,7 @@ __all__ = [
     "Blocked",
     "DiTBackbone",
     "FlowMatchingObjective",
+    "FlowMatchingScheduler",
     "Full",
     "Guidance",
     "LocalWindow",

@@ -238,15 +238,22 @@ def generate(
     joint_view: Mapping[str, bool] | bool = True,
     progress: bool = False,
     seeds: list[int] | None = None,
+    scheduler=None,
 ) -> Streams:
     """Sample every stream; given frames come back exactly as given, padding frames as zeros.
 
     ``joint_view=False`` (or False for some streams) runs the model with those streams' joint view off, i.e.
     as if the joint schedule were switched off for their queries. ``seeds`` (one per sample) makes each
-    sample's result independent of the batch it is in (with a model that masks padding).
+    sample's result independent of the batch it is in (with a model that masks padding). A
+    ``FlowMatchingScheduler`` (``mmflow.scheduler``), when given, supplies the grid and solver instead of
+    ``steps``, ``sway`` and ``method``.
     """
     x0 = sample_noise(batches, generator, seeds) if noise is None else dict(noise)
-    grid = time_grid(steps, sway, device=next(iter(batches.values())).latent.device)
+    device = next(iter(batches.values())).latent.device
+    if scheduler is not None:
+        grid, method = scheduler.timesteps.to(device), scheduler.config.solver
+    else:
+        grid = time_grid(steps, sway, device=device)
     x1 = integrate(GuidedVelocity(model, batches, guidance, joint_view), x0, grid, method, progress)
     out = {}
     for name, batch in batches.items():
