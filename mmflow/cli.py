@@ -1,4 +1,4 @@
-"""The ``mmflow`` command line: list plugins and run demos."""
+"""The ``mmflow`` command line: list plugins and tasks, run demos."""
 
 from __future__ import annotations
 
@@ -20,6 +20,16 @@ def _plugins(args) -> int:
     return 0
 
 
+def _tasks(args) -> int:
+    registry = get_registry()
+    print(f"{'task':<22}{'generates':<22}{'given':<18}{'plugin':<20}description")
+    for name in sorted(registry.tasks):
+        task = registry.tasks[name]
+        print(f"{name:<22}{', '.join(task.generate):<22}{', '.join(task.given) or '-':<18}"
+              f"{registry.owners[('tasks', name)]:<20}{task.description}")
+    return 0
+
+
 def _demo(args) -> int:
     return int(get_registry().demo(args.name)(args.demo_args) or 0)
 
@@ -28,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mmflow", description="Multimodal flow-matching models.")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("plugins", help="list installed plugins and what they register").set_defaults(run=_plugins)
+    commands.add_parser("tasks", help="list the tasks the installed plugins register").set_defaults(run=_tasks)
     demo = commands.add_parser("demo", help="run a demo registered by a plugin (e.g. `mmflow demo toy`)")
     demo.add_argument("name", help="demo name (see `mmflow plugins`)")
     demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="arguments passed to the demo")

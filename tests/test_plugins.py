@@ -58,5 +58,8 @@ def test_cli_lists_plugins(capsys):
     assert cli_main(["plugins"]) == 0
     out = capsys.readouterr().out
     assert "toy_gesture" in out and "mmflow-toy-gesture" in out and "gesture (toy_gesture)" in out
+    assert cli_main(["tasks"]) == 0
+    out = capsys.readouterr().out
+    assert "gesture_from_signal" in out and "toy_gesture" in out
     assert cli_main(["demo", "no_such_demo"]) == 2
     assert "no demo named 'no_such_demo'" in capsys.readouterr().err
