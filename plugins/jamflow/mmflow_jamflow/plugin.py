@@ -12,5 +12,9 @@ def mmflow_tasks():
                    generate=("audio", "motion")),
         TaskPreset("audio_to_motion", "given speech -> facial motion (talking head)", ("motion",), ("audio",)),
         TaskPreset("dubbing", "given motion/video + text -> speech timed to the motion", ("audio",), ("motion",)),
+        TaskPreset("video_to_video", "video (its e_rest) + transcript -> new speech and mouth motion",
+                   generate=("audio", "motion")),
         TaskPreset("tts", "text (+ reference voice) -> speech", ("audio",)),
+        TaskPreset("edit", "regenerate time spans of given speech and motion, keep the rest exactly",
+                   generate=("audio", "motion")),
     ]
