@@ -13,7 +13,7 @@ def _plugins(args) -> int:
     print(f"{'plugin':<22}{'distribution':<28}{'version':<10}module")
     for info in registry.plugins:
         print(f"{info.name:<22}{info.distribution:<28}{info.version:<10}{info.module}")
-    for kind in ("streams", "backbones", "mask_presets", "tasks", "demos"):
+    for kind in ("streams", "backbones", "mask_presets", "tasks", "demos", "commands"):
         table = getattr(registry, kind)
         entries = ", ".join(f"{name} ({registry.owners[(kind, name)]})" for name in sorted(table)) or "-"
         print(f"{kind.replace('_', ' ') + ':':<14}{entries}")
@@ -43,6 +43,12 @@ def main(argv: list[str] | None = None) -> int:
     demo.add_argument("name", help="demo name (see `mmflow plugins`)")
     demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="arguments passed to the demo")
     demo.set_defaults(run=_demo)
+    try:
+        for add in get_registry().commands.values():
+            add(commands)
+    except PluginError as error:
+        print(f"mmflow: error: {error}", file=sys.stderr)
+        return 2
     args = parser.parse_args(argv)
     try:
         return args.run(args)

@@ -75,6 +75,11 @@ class MMFlowHookSpecs:
     def mmflow_demos(self) -> dict[str, Callable]:
         """Demos for ``mmflow demo NAME``: ``demo(argv: list[str]) -> int`` (an exit status)."""
 
+    @hookspec
+    def mmflow_commands(self) -> dict[str, Callable]:
+        """Subcommands of ``mmflow``: ``add(subparsers) -> None`` adds its parser (``set_defaults(run=...)``,
+        ``run(args) -> int``). E.g. the JAM-Flow plugin adds ``mmflow generate``."""
+
 
 @dataclass
 class PluginInfo:
@@ -93,6 +98,7 @@ class Registry:
     mask_presets: dict[str, Callable] = field(default_factory=dict)
     tasks: dict[str, TaskPreset] = field(default_factory=dict)
     demos: dict[str, Callable] = field(default_factory=dict)
+    commands: dict[str, Callable] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     owners: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -181,7 +187,7 @@ def build_registry(extra_plugins: dict[str, object] | None = None, load_entry_po
 
         for specs in results("mmflow_streams"):
             _add(registry, "streams", name, {spec.name: spec for spec in specs})
-        for kind in ("backbones", "mask_presets", "demos"):
+        for kind in ("backbones", "mask_presets", "demos", "commands"):
             for items in results(f"mmflow_{kind}"):
                 _add(registry, kind, name, items)
         for tasks in results("mmflow_tasks"):

@@ -18,3 +18,10 @@ def mmflow_tasks():
         TaskPreset("edit", "regenerate time spans of given speech and motion, keep the rest exactly",
                    generate=("audio", "motion")),
     ]
+
+
+@hookimpl
+def mmflow_commands():
+    from .cli import add_build, add_generate
+
+    return {"generate": add_generate, "build-jamflow": add_build}

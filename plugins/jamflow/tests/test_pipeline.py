@@ -227,3 +227,37 @@ def test_portrait_without_a_face_fails_before_sampling(pipe, files):
     blank = np.full((256, 256, 3), 200, np.uint8)
     with pytest.raises(FaceError):
         pipe("talking_head", "hello.", portrait=blank, **_voice(files), progress=False)
+
+
+def test_command_line_generate_and_build(pipe, files, tmp_path):
+    from mmflow.cli import main
+
+    pipe.save_pretrained(tmp_path / "pipe")
+    status = main(["generate", "--model", str(tmp_path / "pipe"), "--text", "hello there.", "--ref-audio",
+                   str(files / "ref.wav"), "--ref-text", "some words here.", "--steps", "2", "--out",
+                   str(tmp_path / "out"), "--outputs", "wav,npz,mp4"])
+    assert status == 0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["sample.mp4", "sample.npz", "sample.wav"]
+
+    from mmflow_audio_f5tts.backbone import F5TTSBackbone
+    from safetensors.torch import save_file
+
+    backbone = F5TTSBackbone(channels=100, text_num_embeds=len(VOCAB), **AUDIO)
+    save_file({f"ema_model.transformer.{k}": v for k, v in backbone.state_dict().items()}, tmp_path / "f5.safetensors")
+    import json
+
+    (tmp_path / "arch.json").write_text(json.dumps(AUDIO))
+    assert main(["build-jamflow", "--checkpoint", str(tmp_path / "f5.safetensors"), "--vocab", str(files / "vocab.txt"),
+                 "--config", str(tmp_path / "arch.json"), "--tokenizer", "char", "--motion-dim", "32",
+                 "--out", str(tmp_path / "built")]) == 0
+    built = JAMFlowPipeline.from_pretrained(tmp_path / "built")
+    assert built.transformer.joint_steps == (0,)
+
+
+def test_unwritable_output_fails_before_work(pipe, tmp_path):
+    from mmflow.cli import main
+
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    with pytest.raises(SystemExit, match="cannot create the output folder"):
+        main(["generate", "--text", "hi.", "--out", str(blocker / "sub")])
