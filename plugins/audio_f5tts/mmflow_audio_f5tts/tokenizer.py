@@ -65,3 +65,68 @@ class F5Tokenizer(PreTrainedTokenizer):
         """From a ``vocab.txt`` or a checkpoint folder holding one."""
         path = Path(path)
         return cls(str(path / VOCAB_FILENAME if path.is_dir() else path), **kwargs)
+
+
+PHONEME_VOCAB_FILENAME = "phonemes.txt"
+
+
+class PhonemeTokenizer(PreTrainedTokenizer):
+    """Text → one espeak-ng phoneme id per mel frame (time-aligned text conditioning, ``aligned = True``).
+
+    espeak-ng speaks the text with the configured voice and reports when each phoneme starts; every mel frame
+    (93.75 per second) gets the phoneme active at its centre. So the ids also fix the duration of the speech
+    to generate; ``frame_ids(text, num_frames)`` stretches the timing to a given length (dubbing, editing).
+    Needs the ``espeak`` extra (``pip install mmflow-audio-f5tts[espeak]``).
+
+    Args:
+        vocab_file: ``phonemes.txt`` (one espeak mnemonic per line, see :class:`~.phonemes.PhonemeVocab`).
+        voice, rate, pitch: The espeak-ng voice whose timing the model was trained on.
+    """
+
+    vocab_files_names = {"vocab_file": PHONEME_VOCAB_FILENAME}
+    model_input_names = ["input_ids"]
+    aligned = True
+
+    def __init__(self, vocab_file: str, voice: str = "en-us", rate: int = 165, pitch: int = 50, **kwargs):
+        from .espeak import Voice
+        from .phonemes import PhonemeVocab
+
+        self.vocab = PhonemeVocab.from_file(vocab_file)
+        self.espeak_voice = Voice(voice, rate, pitch)
+        super().__init__(voice=voice, rate=rate, pitch=pitch, **kwargs)
+
+    @property
+    def vocab_size(self) -> int:
+        return len(self.vocab)
+
+    def get_vocab(self) -> dict[str, int]:
+        return {symbol: i for i, symbol in enumerate(self.vocab.symbols)}
+
+    def frame_ids(self, text: str, num_frames: int | None = None, speed: float = 1.0):
+        """Phoneme id per mel frame (int64 numpy); ``num_frames`` stretches the spoken timing to that length."""
+        from .espeak import EspeakEngine
+        from .mel import FRAME_RATE, num_frames as mel_frames
+        from .phonemes import frame_phoneme_ids
+
+        spoken = EspeakEngine().synthesize(text, self.espeak_voice)
+        natural = mel_frames(spoken.waveform.shape[-1])
+        target = natural if num_frames is None else int(num_frames)
+        if speed != 1.0 and num_frames is None:
+            target = max(1, round(natural / speed))
+        if target < 1:
+            raise ValueError(f"frame_ids: num_frames must be >= 1, got {num_frames}")
+        return frame_phoneme_ids(spoken.phones, target, self.vocab, FRAME_RATE * target / natural)
+
+    def _tokenize(self, text: str, **kwargs) -> list[str]:
+        return self.vocab.decode(self.frame_ids(text))
+
+    def _convert_token_to_id(self, token: str) -> int:
+        return self.vocab.encode([token])[0]
+
+    def _convert_id_to_token(self, index: int) -> str:
+        return self.vocab.symbols[index]
+
+    def save_vocabulary(self, save_directory: str, filename_prefix: str | None = None) -> tuple[str]:
+        path = Path(save_directory) / ((filename_prefix + "-" if filename_prefix else "") + PHONEME_VOCAB_FILENAME)
+        self.vocab.save(path)
+        return (str(path),)

@@ -334,7 +334,7 @@ class JAMFlowPipeline(DiffusionPipeline):
                 raise MissingInputError(f"duration must be positive seconds, got {duration}")
             return spec.num_frames(Fraction(duration).limit_denominator(100_000))
         if self.aligned:
-            return int(len(self.tokenizer.frame_ids(text)) / speed)
+            return len(self.tokenizer.frame_ids(text, speed=speed))
         ref = prompt.reference
         ref_frames = reference_frames(ref.waveform.shape[-1])
         total = estimate_duration(ref_frames, prompt.ref_text, text, speed=speed)
