@@ -36,6 +36,9 @@ from .mel import FRAME_RATE, N_MELS
 
 TEXT_KEY = "text"
 """``StreamBatch.extras`` key of the text token ids (``(b, t)`` int, vocabulary ids, padding -1)."""
+TEXT_CONDITIONING_MODES = ("filler", "aligned")
+"""``filler``: F5-TTS's token ids padded with filler up to the mel length (the released checkpoints).
+``aligned``: one token id per mel frame, e.g. the phoneme spoken at that frame (``phonemes.frame_phoneme_ids``)."""
 MAX_TEXT_POSITIONS = 8192
 """Rows of the text encoder's sinusoidal table (F5-TTS 1.1.x; about 87 s of audio)."""
 
@@ -198,6 +201,9 @@ class F5TTSBackbone(StreamBackbone):
         rope_heads: Rotary on all heads (None, v1) or the first ``rope_heads`` (F5's ``pe_attn_head``; 1 for v0).
         isolate_padding: Keep padding frames out of the text encoder (needed for batch == one-by-one; off
             for F5 parity).
+        text_conditioning: ``"filler"`` (F5-TTS: any number of tokens, filler-padded to the mel length) or
+            ``"aligned"`` (exactly one token per mel frame, ``(b, n)``, padding -1). Same weights either way;
+            aligned only adds the length check, because a small model cannot learn the alignment itself.
         qk_norm, long_skip_connection, text_embedding_average_upsampling: F5 options that no released model
             uses; only their off values are accepted.
     """
@@ -219,6 +225,7 @@ class F5TTSBackbone(StreamBackbone):
         conv_layers: int = 0,
         rope_heads: int | None = None,
         isolate_padding: bool = False,
+        text_conditioning: str = "filler",
         qk_norm: str | None = None,
         long_skip_connection: bool = False,
         text_embedding_average_upsampling: bool = False,
@@ -240,11 +247,16 @@ class F5TTSBackbone(StreamBackbone):
                 f"F5TTSBackbone takes no per-frame condition (cond_channels must be 0, got {cond_channels}); its "
                 f"only conditions are the audio context and the text in batch.extras[{TEXT_KEY!r}]"
             )
+        if text_conditioning not in TEXT_CONDITIONING_MODES:
+            raise ValueError(
+                f"text_conditioning must be one of {TEXT_CONDITIONING_MODES}, got {text_conditioning!r}"
+            )
         if rope_heads is not None and not 1 <= rope_heads <= heads:
             raise ValueError(f"rope_heads must be None or in [1, {heads}], got {rope_heads}")
         text_dim = channels if text_dim is None else text_dim
         self.channels, self.cond_channels = channels, cond_channels
         self.heads, self.dim_head, self.rope_heads = heads, dim_head, rope_heads
+        self.text_conditioning = text_conditioning
         self.time_embed = TimestepEmbedding(dim)
         self.text_embed = TextEmbedding(
             text_num_embeds, text_dim, text_mask_padding, conv_layers, isolate_padding
@@ -276,6 +288,12 @@ class F5TTSBackbone(StreamBackbone):
             raise ValueError(
                 f"text must be integer token ids of shape ({valid.shape[0]}, tokens) (vocabulary ids, padding -1), "
                 f"got {text.dtype} {tuple(text.shape)}"
+            )
+        if self.text_conditioning == "aligned" and text.shape[1] != valid.shape[1]:
+            raise ValueError(
+                f"aligned text conditioning needs one phoneme id per mel frame: text has {text.shape[1]} ids but "
+                f"the stream has {valid.shape[1]} frames; build the ids with "
+                f"mmflow_audio_f5tts.phonemes.frame_phoneme_ids (pad with -1 to the batch's frame count)"
             )
         return self.text_embed(text, valid, drop_text)
 

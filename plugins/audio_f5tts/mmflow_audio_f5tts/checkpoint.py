@@ -160,14 +160,24 @@ def load_backbone_weights(backbone: F5TTSBackbone, state: dict[str, torch.Tensor
     backbone.load_state_dict(state, strict=True)
 
 
-def audio_stream_config(config: str | dict, text_num_embeds: int, mask_padding: bool = False) -> dict:
+def audio_stream_config(
+    config: str | dict,
+    text_num_embeds: int,
+    mask_padding: bool = False,
+    *,
+    text_conditioning: str | None = None,
+) -> dict:
     """The ``audio`` entry of an ``MMDiT`` streams config: an F5-TTS backbone at 93.75 frames/s, 100 mel bins.
 
     ``config`` is a name from ``F5TTS_CONFIGS`` or a backbone config dict. ``mask_padding`` turns on the
     backbone's ``isolate_padding`` (padding kept out of the text encoder; see :func:`from_f5tts`).
+    ``text_conditioning`` (``"filler"`` or ``"aligned"``, see ``F5TTSBackbone``) overrides the config's;
+    None keeps it (filler unless the config says otherwise).
     """
     backbone_config = f5tts_config(config) if isinstance(config, str) else dict(config)
     backbone_config.update(text_num_embeds=text_num_embeds, isolate_padding=mask_padding)
+    if text_conditioning is not None:
+        backbone_config["text_conditioning"] = text_conditioning
     return {
         "frame_rate": f"{FRAME_RATE.numerator}/{FRAME_RATE.denominator}",
         "channels": N_MELS,
@@ -177,12 +187,19 @@ def audio_stream_config(config: str | dict, text_num_embeds: int, mask_padding: 
     }
 
 
-def build_f5tts_mmdit(config: str | dict, text_num_embeds: int, mask_padding: bool = False) -> MMDiT:
+def build_f5tts_mmdit(
+    config: str | dict,
+    text_num_embeds: int,
+    mask_padding: bool = False,
+    *,
+    text_conditioning: str | None = None,
+) -> MMDiT:
     """An ``MMDiT`` with one F5-TTS ``audio`` stream, weights as initialised.
 
-    ``mask_padding`` turns on both the attention key-padding mask and the backbone's ``isolate_padding``.
+    ``mask_padding`` turns on both the attention key-padding mask and the backbone's ``isolate_padding``;
+    ``text_conditioning`` as in :func:`audio_stream_config`.
     """
-    stream = audio_stream_config(config, text_num_embeds, mask_padding)
+    stream = audio_stream_config(config, text_num_embeds, mask_padding, text_conditioning=text_conditioning)
     return MMDiT(streams={STREAM: stream}, joint_schedule="none", mask_padding=mask_padding)
 
 
