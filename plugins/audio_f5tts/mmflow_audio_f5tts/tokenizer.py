@@ -105,7 +105,8 @@ class PhonemeTokenizer(PreTrainedTokenizer):
     def frame_ids(self, text: str, num_frames: int | None = None, speed: float = 1.0):
         """Phoneme id per mel frame (int64 numpy); ``num_frames`` stretches the spoken timing to that length."""
         from .espeak import EspeakEngine
-        from .mel import FRAME_RATE, num_frames as mel_frames
+        from .mel import FRAME_RATE
+        from .mel import num_frames as mel_frames
         from .phonemes import frame_phoneme_ids
 
         spoken = EspeakEngine().synthesize(text, self.espeak_voice)

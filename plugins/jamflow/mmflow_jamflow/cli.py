@@ -32,7 +32,7 @@ def _span(value: str) -> tuple[str, float, float]:
         stream, start, end = value.split(":")
         return stream, float(start), float(end)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--span takes STREAM:START:END seconds (e.g. audio:1.0:1.6), got {value!r}")
+        raise argparse.ArgumentTypeError(f"--span takes STREAM:START:END seconds (e.g. audio:1.0:1.6), got {value!r}") from None
 
 
 def _writable_folder(path: Path) -> None:
@@ -40,7 +40,7 @@ def _writable_folder(path: Path) -> None:
     try:
         path.mkdir(parents=True, exist_ok=True)
     except OSError as error:
-        raise SystemExit(f"mmflow generate: cannot create the output folder {path}: {error}; choose another --out")
+        raise SystemExit(f"mmflow generate: cannot create the output folder {path}: {error}; choose another --out") from error
     if not os.access(path, os.W_OK):
         raise SystemExit(f"mmflow generate: the output folder {path} is not writable; choose another --out")
 
@@ -48,8 +48,8 @@ def _writable_folder(path: Path) -> None:
 def _generate(args) -> int:
     import torch
 
-    from .pipeline import JAMFlowPipeline
     from .default_model import default_model_path
+    from .pipeline import JAMFlowPipeline
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     out = Path(args.out)
@@ -130,9 +130,10 @@ def add_generate(subparsers) -> None:
 
 
 def _build(args) -> int:
-    from mmflow import FlowMatchingScheduler
     from mmflow_audio_f5tts.tokenizer import F5Tokenizer
     from mmflow_motion_liveportrait.motion_stream import MotionNormalizer
+
+    from mmflow import FlowMatchingScheduler
 
     from .model import build_jamflow
     from .pipeline import JAMFlowPipeline

@@ -25,19 +25,25 @@ from fractions import Fraction
 import numpy as np
 import torch
 from diffusers import DiffusionPipeline
-
-from mmflow import FlowMatchingScheduler, Guidance, MMDiT
-from mmflow.long_form import LongFormSampler, StreamTrack, Timeline, common_period
-from mmflow.plugins import get_registry
-from mmflow.tasks import span_frames
-from mmflow_audio_f5tts.audio_io import ReferenceAudio, load_audio, load_reference_audio, normalize_rms, restore_rms
+from mmflow_audio_f5tts.audio_io import (
+    ReferenceAudio,
+    load_audio,
+    load_reference_audio,
+    normalize_rms,
+    restore_rms,
+)
 from mmflow_audio_f5tts.backbone import TEXT_KEY
-from mmflow_audio_f5tts.mel import N_MELS, SAMPLE_RATE, MelSpectrogram
+from mmflow_audio_f5tts.mel import N_MELS, MelSpectrogram
 from mmflow_audio_f5tts.text import PAD_ID, estimate_duration, prompt_text, reference_frames
 from mmflow_audio_f5tts.tts import chunk_text, finish_reference_text
 from mmflow_audio_f5tts.vocoder import GriffinLimVocoder
 from mmflow_motion_liveportrait.motion_stream import MotionNormalizer
 from mmflow_motion_liveportrait.motion_template import MotionTemplate, load_motion_template
+
+from mmflow import FlowMatchingScheduler, Guidance, MMDiT
+from mmflow.long_form import LongFormSampler, StreamTrack, Timeline, common_period
+from mmflow.plugins import get_registry
+from mmflow.tasks import span_frames
 
 from .outputs import JAMFlowOutput
 
@@ -186,6 +192,7 @@ class JAMFlowPipeline(DiffusionPipeline):
         num_inference_steps: int | None = None,
         guidance_scale: float | Mapping[str, float] = 2.0,
         uncond_joint_view: Mapping[str, bool] | None = None,
+        joint_attention: bool = True,
         seed: int | Sequence[int] = 0,
         output_type: str = "np",
         progress: bool = True,
@@ -213,6 +220,8 @@ class JAMFlowPipeline(DiffusionPipeline):
             guidance_scale: CFG scale, one for all streams or per stream ``{"audio": 2, "motion": 2}``.
             uncond_joint_view: Per stream joint view in the unconditional pass (False: that stream's
                 unconditional prediction ignores the other stream, JAM-Flow's guidance variant).
+            joint_attention: False runs every stream with its joint view off (as if trained separately), the
+                ablation of JAM-Flow's coupling.
             seed: Noise seed; prompt i uses ``seed + i`` (or give one seed per prompt).
             output_type: ``"np"`` (waveforms, expressions, frames) or ``"latent"`` (mel and normalised motion).
             progress: Progress bars over sampling and rendering.
@@ -233,7 +242,7 @@ class JAMFlowPipeline(DiffusionPipeline):
             scheduler.set_timesteps(num_inference_steps)
         guidance = self._guidance(task, guidance_scale, uncond_joint_view)
         sampler = LongFormSampler(self.transformer, self.config.max_seconds, pad_id=PAD_ID)
-        joint_view = {AUDIO: False, MOTION: True} if task == "tts" else True
+        joint_view = {AUDIO: False, MOTION: True} if task == "tts" else joint_attention
         results = sampler(
             [timeline for group in timelines for timeline in group],
             progress=progress,
