@@ -52,7 +52,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return args.run(args)
-    except PluginError as error:
+    except (PluginError, ValueError, FileNotFoundError, ImportError) as error:  # bad input: one clear line
         print(f"mmflow: error: {error}", file=sys.stderr)
         return 2
 

@@ -49,9 +49,14 @@ def _generate(args) -> int:
     import torch
 
     from .default_model import default_model_path
+    from .outputs import OUTPUT_KINDS
     from .pipeline import JAMFlowPipeline
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    kinds = [kind.strip() for kind in args.outputs.split(",") if kind.strip()]
+    unknown = sorted(set(kinds) - set(OUTPUT_KINDS))
+    if unknown:
+        raise ValueError(f"--outputs has unknown kind(s) {unknown}; choose from {','.join(OUTPUT_KINDS)}")
     out = Path(args.out)
     _writable_folder(out)
     model = Path(args.model) if args.model else default_model_path()
@@ -85,7 +90,7 @@ def _generate(args) -> int:
         seed=args.seed,
     )
     with torch.no_grad():
-        written = result.save(out, stem=args.stem, kinds=args.outputs.split(","))
+        written = result.save(out, stem=args.stem, kinds=kinds)
     for path in written:
         print(path)
     return 0

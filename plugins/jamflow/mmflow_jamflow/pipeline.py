@@ -17,6 +17,7 @@ is the text's spoken length, and long text is cut into windows anywhere.
 from __future__ import annotations
 
 import logging
+import numbers
 import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -238,7 +239,8 @@ class JAMFlowPipeline(DiffusionPipeline):
             render = make_renderer(portrait, weights=liveportrait_weights)  # detects the face before heavy work
         timelines, layouts = self._timelines(task, prompts, spans, duration, speed)
         scheduler = self.scheduler
-        if num_inference_steps is not None:
+        if num_inference_steps is not None:  # a copy: the pipeline's scheduler keeps its configured steps
+            scheduler = FlowMatchingScheduler.from_config(self.scheduler.config)
             scheduler.set_timesteps(num_inference_steps)
         guidance = self._guidance(task, guidance_scale, uncond_joint_view)
         sampler = LongFormSampler(self.transformer, self.config.max_seconds, pad_id=PAD_ID)
@@ -261,7 +263,8 @@ class JAMFlowPipeline(DiffusionPipeline):
         count = max(len(texts), len(audios or [None]), len(motions or [None]))
         texts = _as_list(text if isinstance(text, list | tuple) else texts[0], count, "text")
         audios, motions = _as_list(audio, count, "audio"), _as_list(motion, count, "motion")
-        seeds = [int(seed) + i for i in range(count)] if isinstance(seed, int) else _as_list(list(seed), count, "seed")
+        seeds = ([int(seed) + i for i in range(count)] if isinstance(seed, numbers.Integral)
+                 else [int(s) for s in _as_list(list(seed), count, "seed")])
         needs_text = task in ("talking_head", "tts", "dubbing", "video_to_video", "edit")
         needs_audio, needs_motion = task in ("audio_to_motion", "edit"), task in ("dubbing", "video_to_video", "edit")
         for i in range(count):
@@ -273,6 +276,8 @@ class JAMFlowPipeline(DiffusionPipeline):
                 raise MissingInputError(f"task {task!r} needs motion=... (template, expressions or video); it "
                                         f"takes {TASK_INPUTS[task]}")
         reference = None
+        if ref_audio is not None and task in ("audio_to_motion", "edit"):
+            raise MissingInputError(f"task {task!r} takes no ref_audio=: the voice is that of the given audio")
         if ref_audio is not None:
             if not ref_text or not ref_text.strip():
                 raise MissingInputError("ref_audio was given without ref_text; give the transcript of the reference")
@@ -357,6 +362,9 @@ class JAMFlowPipeline(DiffusionPipeline):
         grid_a = int(period * spec_a.frame_rate)
         if spans and task != "edit":
             raise MissingInputError(f"spans are for task 'edit'; task {task!r} regenerates whole streams")
+        unknown = sorted(set(spans or {}) - {AUDIO, MOTION})
+        if unknown:
+            raise MissingInputError(f"spans name unknown stream(s) {unknown}; use 'audio' and/or 'motion'")
         timelines, layouts = [], []
         for prompt in prompts:
             pieces = [prompt.text]
@@ -366,8 +374,9 @@ class JAMFlowPipeline(DiffusionPipeline):
                 pieces = chunk_text(prompt.text, max_bytes)
             snap = len(pieces) > 1
             group, layout = [], _Layout([], [])
-            for piece in pieces:
+            for k, piece in enumerate(pieces):
                 timeline, audio_from = self._timeline(task, prompt, piece, spans, duration, speed, snap, grid_a)
+                timeline.seed = prompt.seed + k  # chunk k of a text: seed + k, as F5-TTS
                 group.append(timeline)
                 layout.audio_from.append(audio_from)
                 layout.motion_from.append(spec_m.num_frames(Fraction(audio_from) / spec_a.frame_rate))

@@ -262,3 +262,20 @@ def test_unwritable_output_fails_before_work(pipe, tmp_path):
     blocker.write_text("x")
     with pytest.raises(SystemExit, match="cannot create the output folder"):
         main(["generate", "--text", "hi.", "--out", str(blocker / "sub")])
+
+
+def test_more_bad_inputs_are_named(pipe, files):
+    with pytest.raises(MissingInputError, match="unknown stream"):
+        pipe("edit", "hi.", audio=files / "speech.wav", motion=files / "motion.npz", spans={"audo": [(0.1, 0.2)]},
+             progress=False)
+    with pytest.raises(MissingInputError, match="takes no ref_audio"):
+        pipe("audio_to_motion", audio=files / "speech.wav", **_voice(files), progress=False)
+
+
+def test_command_line_errors_are_one_line(capsys, tmp_path):
+    from mmflow.cli import main
+
+    assert main(["generate", "--model", str(tmp_path / "missing"), "--text", "hi.", "--out", str(tmp_path)]) == 2
+    assert "mmflow: error:" in capsys.readouterr().err
+    assert main(["generate", "--text", "hi.", "--outputs", "wav,gif", "--out", str(tmp_path)]) == 2
+    assert "unknown kind(s) ['gif']" in capsys.readouterr().err

@@ -1,0 +1,78 @@
+"""recipes/jamflow.py: the tiny config trains on the synthetic corpus, exports a JAMFlowPipeline that generates,
+fine-tunes stage 2 from it, and runs as two gloo processes."""
+
+from __future__ import annotations
+
+import os
+import runpy
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import yaml
+from accelerate.state import AcceleratorState, GradientState
+
+pytest.importorskip("espeakng_loader")
+
+ROOT = Path(__file__).resolve().parents[3]
+RECIPE = ROOT / "recipes" / "jamflow.py"
+TINY = ROOT / "recipes" / "configs" / "jamflow_tiny.yaml"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_accelerate_state():
+    yield
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+
+
+def _config(tmp_path: Path, **changes) -> Path:
+    data = yaml.safe_load(TINY.read_text())
+    data["data"]["kwargs"].update(num_clips=8, max_seconds=2.0, cache_dir=str(tmp_path / "corpus"))
+    data.update(total_steps=2, batch_size=2, checkpoint={"every": 2, "keep_last": 1}, sampling={"every": 0},
+                schedule={"name": "constant", "warmup_steps": 1})
+    data.update(changes)
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def test_tiny_recipe_exports_a_pipeline_that_generates_and_fine_tunes(tmp_path):
+    from mmflow_jamflow import JAMFlowPipeline
+
+    main = runpy.run_path(str(RECIPE))["main"]
+    config = _config(tmp_path)
+    stage1 = tmp_path / "stage1"
+    assert main(["--config", str(config), "--stage", "stage1", "--output-dir", str(stage1)]) == 0
+    pipe = JAMFlowPipeline.from_pretrained(stage1 / "pipeline")
+    assert pipe.aligned and pipe.tokenizer.espeak_voice.name == "en-us"
+    out = pipe("talking_head", "Open the door.", num_inference_steps=2, progress=False)
+    seconds = len(out.audios[0]) / out.sample_rate
+    assert abs(len(out.motions[0]) - seconds * 25) <= 1 and np.isfinite(out.audios[0]).all()
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    stage2 = tmp_path / "stage2"
+    assert main(["--config", str(config), "--stage", "stage2", "--output-dir", str(stage2),
+                 "--pretrained-pipeline", str(stage1 / "pipeline")]) == 0
+    assert (stage2 / "pipeline" / "model_index.json").is_file()
+
+
+def test_bad_recipe_config_is_named(tmp_path):
+    main = runpy.run_path(str(RECIPE))["main"]
+    config = _config(tmp_path, batch_size=0)
+    assert main(["--config", str(config), "--output-dir", str(tmp_path / "bad")]) == 2
+
+
+def test_two_processes_train_the_tiny_config(tmp_path):
+    config = _config(tmp_path)
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
+    accelerate = Path(sys.executable).parent / "accelerate"
+    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
+               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
+               str(RECIPE), "--config", str(config), "--output-dir", str(tmp_path / "ddp")]
+    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 process(es)" in result.stderr
+    assert (tmp_path / "ddp" / "pipeline" / "model_index.json").is_file()
