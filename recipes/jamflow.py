@@ -40,6 +40,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--f5tts-checkpoint", help="start from an F5-TTS checkpoint (audio stream) + a new motion stream")
     parser.add_argument("--vocab", help="the F5-TTS checkpoint's vocab.txt (with --f5tts-checkpoint)")
     parser.add_argument("--pretrained-pipeline", help="fine-tune a saved JAMFlowPipeline folder")
+    parser.add_argument("--lora-rank", type=int, help="fine-tune with LoRA of this rank (overrides `lora.rank`)")
     parser.add_argument("--resume", default="auto",
                         help="'auto' (newest checkpoint in output_dir, if any), 'none', or a checkpoint folder")
     return parser.parse_args(argv)
@@ -116,6 +117,8 @@ def main(argv=None) -> int:
     for key, value in {"stage": args.stage, "output_dir": args.output_dir, "total_steps": args.total_steps}.items():
         if value is not None:
             raw[key] = value
+    if args.lora_rank is not None:
+        raw["lora"] = {**(raw.get("lora") or {}), "rank": args.lora_rank}
     try:
         tokenizer = _tokenizer(pipeline.get("tokenizer"), args.vocab)
         normalizer = None

@@ -361,3 +361,38 @@ def test_recipe_runs_stage1_then_fine_tunes_stage2(tmp_path):
     assert (stage2 / "model" / "config.json").is_file() and latest_checkpoint(stage2 / "checkpoints").name.endswith("4")
     AcceleratorState._reset_state(reset_partial_state=True)
     assert main(["--config", str(TOY), "--total-steps", "2", "--output-dir", str(tmp_path / "bad")]) == 2  # warm-up 4
+
+
+# ------------------------------------------------------------------------------------------------ LoRA
+
+
+def test_lora_trains_only_the_low_rank_factors_and_exports_merged(tmp_path):
+    from mmflow.training.lora import LoRALinear
+
+    data = toy_dict(tmp_path, total_steps=3, lora={"rank": 2, "alpha": 4.0})
+    trainer = make_trainer(data, random_weights=True)  # a "pretrained" model: LoRA needs non-zero outputs
+    model = trainer.unwrapped
+    wrapped = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    assert len(wrapped) == 4 * 4  # q, k, v, out of 2 + 2 blocks
+    trainable = [n for n, p in model.named_parameters() if p.requires_grad]
+    assert trainable and all(".lora_" in n for n in trainable)
+    base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
+    trainer.fit()
+    assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if n in base)
+    assert any(m.lora_up.weight.abs().sum() > 0 for m in wrapped)  # the update learned something
+    exported = MMDiT.from_pretrained(Path(data["output_dir"]) / "model")  # an ordinary MMDiT
+    batches = {n: b for n, b in trainer.collate([trainer.dataset[i] for i in range(2)]).items()}
+    x = {n: torch.randn_like(b.latent) for n, b in batches.items()}
+    t = torch.full((2,), 0.5)
+    with trainer.ema.swapped_into(model), torch.no_grad():
+        expected = model.eval()(x, t, batches)
+    got = exported.eval()(x, t, batches)
+    for name in expected:
+        torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_lora_config_errors(tmp_path):
+    with pytest.raises(ConfigError, match="lora.rank"):
+        TrainingConfig.from_dict(toy_dict(tmp_path, lora={"rank": -1}))
+    with pytest.raises(ValueError, match="match no trainable linear"):
+        make_trainer(toy_dict(tmp_path, lora={"rank": 2, "targets": ["nonexistent"]}))

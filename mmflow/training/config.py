@@ -205,6 +205,29 @@ class SamplingConfig:
 
 
 @dataclass
+class LoRAConfig:
+    """LoRA fine-tuning (``mmflow.training.lora``): rank 0 trains the weights themselves.
+
+    Args:
+        rank: Rank r of the update (0: off).
+        alpha: Scale numerator: the update is ``alpha / r · B A``.
+        targets: Names (or name suffixes) of the linear layers to adapt.
+        dropout: Dropout on the LoRA branch's input.
+    """
+
+    rank: int = 0
+    alpha: float = 16.0
+    targets: list = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
+    dropout: float = 0.0
+
+    def validate(self, path: str):
+        _check(self.rank >= 0, f"{path}.rank", f"must be >= 0 (0 turns LoRA off), got {self.rank}")
+        _check(self.alpha > 0, f"{path}.alpha", f"must be > 0, got {self.alpha}")
+        _check(bool(self.targets), f"{path}.targets", "name at least one linear layer, e.g. to_q")
+        _check(0 <= self.dropout < 1, f"{path}.dropout", f"must be in [0, 1), got {self.dropout}")
+
+
+@dataclass
 class StageConfig:
     """One training stage: the streams whose backbones stay frozen (see ``mmflow.training.stages``)."""
 
@@ -230,6 +253,7 @@ class TrainingConfig:
     objective: ObjectiveConfig = field(default_factory=ObjectiveConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
     mixed_precision: str = "no"
     seed: int = 0
     log_every: int = 10
@@ -242,7 +266,7 @@ class TrainingConfig:
         self.validate()
 
     def validate(self):
-        for name in ("model", "data", "optimizer", "schedule", "ema", "objective", "checkpoint", "sampling"):
+        for name in ("model", "data", "optimizer", "schedule", "ema", "objective", "checkpoint", "sampling", "lora"):
             getattr(self, name).validate(name)
         _check(self.total_steps >= 1, "total_steps", f"must be >= 1, got {self.total_steps}")
         _check(self.batch_size >= 1, "batch_size", f"must be >= 1, got {self.batch_size}")

@@ -40,6 +40,7 @@ from .checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from .config import ConfigError, ModelConfig, TrainingConfig
 from .data import LengthBucketSampler, MultiStreamCollator, resolve_columns, row_seconds
 from .ema import EMA
+from .lora import apply_lora, lora_merged
 from .stages import Stage, apply_stage, trainable_parameters
 
 logger = get_logger(__name__)
@@ -121,6 +122,11 @@ class Trainer:
         stage_config = config.current_stage
         self.stage = Stage(config.stage, tuple(stage_config.frozen), stage_config.description)
         status = apply_stage(model, self.stage)
+        if config.lora.rank:
+            wrapped = apply_lora(model, config.lora.rank, config.lora.alpha, config.lora.targets, config.lora.dropout)
+            logger.info(f"LoRA rank {config.lora.rank} on {len(wrapped)} linear layers; other weights frozen")
+            status = {"trainable": [n for n, p in model.named_parameters() if p.requires_grad],
+                      "frozen": [n for n, p in model.named_parameters() if not p.requires_grad]}
         trainable = sum(p.numel() for _, p in trainable_parameters(model))
         frozen = sum(p.numel() for p in model.parameters()) - trainable
         logger.info(f"{acc.num_processes} process(es) ({acc.distributed_type}, {acc.device}); stage "
@@ -330,8 +336,8 @@ class Trainer:
         path = Path(path)
         self.accelerator.wait_for_everyone()
         if self.accelerator.is_main_process:
-            with self.ema.swapped_into(self.unwrapped) as model, atomic_path(path) as tmp:
-                model.save_pretrained(tmp)
+            with self.ema.swapped_into(self.unwrapped) as model, lora_merged(model), atomic_path(path) as tmp:
+                model.save_pretrained(tmp)  # LoRA updates merged: an ordinary MMDiT folder
             logger.info(f"exported the EMA weights to {path}")
         self.accelerator.wait_for_everyone()
         return path
