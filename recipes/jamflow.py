@@ -41,6 +41,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--vocab", help="the F5-TTS checkpoint's vocab.txt (with --f5tts-checkpoint)")
     parser.add_argument("--pretrained-pipeline", help="fine-tune a saved JAMFlowPipeline folder")
     parser.add_argument("--lora-rank", type=int, help="fine-tune with LoRA of this rank (overrides `lora.rank`)")
+    parser.add_argument("--export-only", metavar="FOLDER",
+                        help="train nothing: export the newest checkpoint (or --resume FOLDER) as a pipeline to FOLDER")
     parser.add_argument("--resume", default="auto",
                         help="'auto' (newest checkpoint in output_dir, if any), 'none', or a checkpoint folder")
     return parser.parse_args(argv)
@@ -151,6 +153,18 @@ def main(argv=None) -> int:
     except (ConfigError, ValueError, FileNotFoundError) as error:
         logger.error(str(error))
         return 2
+    if args.export_only:
+        from mmflow.training import latest_checkpoint
+
+        checkpoint = latest_checkpoint(trainer.output_dir / "checkpoints") if args.resume == "auto" else args.resume
+        if checkpoint is None:
+            logger.error("no checkpoint in %s to export", trainer.output_dir / "checkpoints")
+            return 2
+        trainer.load_checkpoint(checkpoint)
+        model_dir = Path(args.export_only) / "model"
+        trainer.export(model_dir)
+        export_pipeline(model_dir, Path(args.export_only) / "pipeline", pipeline, tokenizer, normalizer)
+        return 0
     trainer.fit(resume_from=None if args.resume == "none" else args.resume)
     if trainer.accelerator.is_main_process:
         export_pipeline(trainer.output_dir / "model", trainer.output_dir / "pipeline", pipeline, tokenizer, normalizer)

@@ -23,5 +23,6 @@ def mmflow_tasks():
 @hookimpl
 def mmflow_commands():
     from .cli import add_build, add_generate
+    from .preprocess import add_preprocess
 
-    return {"generate": add_generate, "build-jamflow": add_build}
+    return {"generate": add_generate, "build-jamflow": add_build, "preprocess": add_preprocess}

@@ -53,6 +53,11 @@ def test_tiny_recipe_exports_a_pipeline_that_generates_and_fine_tunes(tmp_path):
     assert abs(len(out.motions[0]) - seconds * 25) <= 1 and np.isfinite(out.audios[0]).all()
 
     AcceleratorState._reset_state(reset_partial_state=True)
+    assert main(["--config", str(config), "--stage", "stage1", "--output-dir", str(stage1), "--export-only",
+                 str(tmp_path / "exported")]) == 0  # the newest checkpoint as a pipeline, without training
+    assert JAMFlowPipeline.from_pretrained(tmp_path / "exported" / "pipeline").transformer.stream_names == pipe.transformer.stream_names
+
+    AcceleratorState._reset_state(reset_partial_state=True)
     stage2 = tmp_path / "stage2"
     assert main(["--config", str(config), "--stage", "stage2", "--output-dir", str(stage2),
                  "--pretrained-pipeline", str(stage1 / "pipeline")]) == 0
