@@ -152,7 +152,12 @@ def _build(args) -> int:
     model, _ = build_jamflow(args.checkpoint, args.vocab, config, motion_dim=args.motion_dim,
                              window_seconds=args.window_seconds, joint_schedule=args.joint_schedule)
     tokenizer = F5Tokenizer.from_vocab_file(args.vocab, tokenizer_mode=args.tokenizer)
-    pipe = JAMFlowPipeline(model, FlowMatchingScheduler(), tokenizer, MotionNormalizer())
+    renderer = None
+    if args.liveportrait_weights:
+        from mmflow_motion_liveportrait.renderer_weights import LivePortraitComponents
+
+        renderer = LivePortraitComponents.from_liveportrait(args.liveportrait_weights)
+    pipe = JAMFlowPipeline(model, FlowMatchingScheduler(), tokenizer, MotionNormalizer(), renderer=renderer)
     from mmflow.io import atomic_path
 
     with atomic_path(args.out) as tmp:
@@ -177,6 +182,8 @@ def add_build(subparsers) -> None:
     parser.add_argument("--motion-dim", type=int, default=512)
     parser.add_argument("--window-seconds", default="0.25", help="half-width of the motion stream's local window")
     parser.add_argument("--joint-schedule", default="half", help="half, full or none")
+    parser.add_argument("--liveportrait-weights", help="official LivePortrait weights folder, saved into the pipeline "
+                        "as its renderer")
     parser.add_argument("--out", required=True, help="pipeline folder to write")
     parser.set_defaults(run=_build)
 

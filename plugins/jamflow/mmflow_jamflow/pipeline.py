@@ -118,12 +118,14 @@ class JAMFlowPipeline(DiffusionPipeline):
             tokenizer (``aligned = True``).
         motion_normalizer: The e_mouth / e_rest statistics the motion stream was trained with.
         vocoder: Mel → waveform (``Vocos`` or a trained small vocoder); None uses Griffin-Lim.
+        renderer: LivePortrait's networks (``LivePortraitComponents``) to render motion on a portrait; None
+            renders with the weights-free landmark fallback (mouth only) unless ``liveportrait_weights`` is given.
         max_seconds: Longest window the model samples at once (its training length); longer inputs are cut into
             overlapping windows.
     """
 
     model_cpu_offload_seq = "transformer->vocoder"
-    _optional_components = ["vocoder"]
+    _optional_components = ["vocoder", "renderer"]
 
     def __init__(
         self,
@@ -132,6 +134,7 @@ class JAMFlowPipeline(DiffusionPipeline):
         tokenizer,
         motion_normalizer: MotionNormalizer,
         vocoder=None,
+        renderer=None,
         max_seconds: float = 30.0,
     ):
         super().__init__()
@@ -147,6 +150,7 @@ class JAMFlowPipeline(DiffusionPipeline):
             tokenizer=tokenizer,
             motion_normalizer=motion_normalizer,
             vocoder=vocoder,
+            renderer=renderer,
         )
         self.register_to_config(max_seconds=float(max_seconds))
         self.mel = MelSpectrogram()
@@ -210,7 +214,8 @@ class JAMFlowPipeline(DiffusionPipeline):
             motion: Given motion: a LivePortrait template (.pkl/.npz), a ``MotionTemplate``, or expressions
                 ``T×21×3`` at 25 fps; or a video file with ``liveportrait_weights`` (``dubbing``,
                 ``video_to_video``, ``edit``).
-            portrait: Source image to render the motion on (mp4 output); None: no video.
+            portrait: Source image to render the motion on (mp4 output); None: no video. Rendered with the
+                pipeline's ``renderer`` component, else ``liveportrait_weights``, else the landmark fallback.
             renderer: A ready renderer (``make_renderer``) instead of ``portrait``.
             liveportrait_weights: Official LivePortrait weights folder (rendering and motion extraction); None
                 renders with the weights-free landmark fallback (mouth only).
@@ -236,7 +241,11 @@ class JAMFlowPipeline(DiffusionPipeline):
         if render is None and portrait is not None and output_type == "np" and task != "tts":
             from mmflow_motion_liveportrait.render import make_renderer
 
-            render = make_renderer(portrait, weights=liveportrait_weights)  # detects the face before heavy work
+            # built now: the face is detected (and bad portraits refused) before any heavy work
+            if liveportrait_weights is None and self.renderer is not None:
+                render = self.renderer.renderer(portrait)
+            else:
+                render = make_renderer(portrait, weights=liveportrait_weights)
         timelines, layouts = self._timelines(task, prompts, spans, duration, speed)
         scheduler = self.scheduler
         if num_inference_steps is not None:  # a copy: the pipeline's scheduler keeps its configured steps
@@ -299,7 +308,8 @@ class JAMFlowPipeline(DiffusionPipeline):
                 given_audio, rms = normalize_rms(np.asarray(wave, np.float32))
             given_motion = None
             if motions[i] is not None and task != "tts":
-                given_motion = self._load_motion(motions[i], weights)
+                extractor = weights if weights is not None else getattr(self.renderer, "motion_extractor", None)
+                given_motion = self._load_motion(motions[i], extractor)
             prompts.append(_Prompt(texts[i], reference, ref_text, given_audio, rms, given_motion, seeds[i]))
         return prompts
 

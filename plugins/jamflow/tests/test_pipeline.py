@@ -279,3 +279,33 @@ def test_command_line_errors_are_one_line(capsys, tmp_path):
     assert "mmflow: error:" in capsys.readouterr().err
     assert main(["generate", "--text", "hi.", "--outputs", "wav,gif", "--out", str(tmp_path)]) == 2
     assert "unknown kind(s) ['gif']" in capsys.readouterr().err
+
+
+def test_liveportrait_renderer_is_a_saved_component(pipe, files, tmp_path):
+    """LivePortrait's networks travel with the pipeline and render the generated motion on the portrait."""
+    from mmflow_motion_liveportrait import networks
+    from mmflow_motion_liveportrait.face import CropConfig, demo_portrait_path
+    from mmflow_motion_liveportrait.render import LivePortraitNetworks, LivePortraitRenderer
+    from mmflow_motion_liveportrait.renderer_weights import LivePortraitComponents
+
+    torch.manual_seed(0)
+    small = dict(block_expansion=8, max_features=64)
+    nets = LivePortraitNetworks(
+        networks.AppearanceFeatureExtractor(**small, reshape_channel=4, reshape_depth=16, num_resblocks=1),
+        networks.MotionExtractor(),
+        networks.WarpingNetwork(**small, reshape_channel=4, dense_motion_params=dict(
+            block_expansion=8, max_features=64, num_blocks=3, reshape_depth=16, compress=2)),
+        networks.SPADEDecoder(**small),
+        networks.StitchingRetargetingNetwork.from_official_config("stitching"),
+    )
+    with_renderer = JAMFlowPipeline(**{**pipe.components, "renderer": LivePortraitComponents.from_networks(nets)},
+                                    max_seconds=pipe.config.max_seconds)
+    with_renderer.save_pretrained(tmp_path / "pipe")
+    loaded = JAMFlowPipeline.from_pretrained(tmp_path / "pipe")
+    saved, restored = with_renderer.renderer.state_dict(), loaded.renderer.state_dict()
+    assert saved.keys() == restored.keys() and all(torch.equal(saved[k], restored[k]) for k in saved)
+    renderer = loaded.renderer.renderer(demo_portrait_path(), crop_config=CropConfig(size=128, warp_size=256))
+    assert isinstance(renderer, LivePortraitRenderer)
+    out = loaded("dubbing", "hi.", motion=np.zeros((3, 21, 3), np.float32), renderer=renderer, **_voice(files),
+                 num_inference_steps=1, progress=False)
+    assert out.videos[0].shape[0] == 3 and out.videos[0].dtype == np.uint8
