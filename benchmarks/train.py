@@ -46,6 +46,10 @@ def parse_args(argv=None):
     return parser.parse_args(argv)
 
 
+F5_VOCAB_SIZE = 2545
+"""Tokens of F5-TTS v1 Base's vocab.txt (only the text embedding's size depends on it)."""
+
+
 def peak_memory_mib(device: str) -> float:
     if device == "cuda":
         return torch.cuda.max_memory_allocated() / 2**20
@@ -56,6 +60,17 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
     data = yaml.safe_load(Path(args.config).read_text())
+    jamflow = data.pop("jamflow", None)
+    data.pop("pipeline", None)
+    if jamflow is not None:  # a recipes/jamflow.py config: build its MMDiT arguments as the recipe does
+        import runpy
+
+        from mmflow_audio_f5tts.phonemes import PhonemeVocab
+
+        model_config = runpy.run_path(str(ROOT / "recipes" / "jamflow.py"))["model_config"]
+        aligned = isinstance(jamflow.get("audio"), dict) and jamflow["audio"].get("text_conditioning") == "aligned"
+        vocab_size = len(PhonemeVocab()) if aligned else F5_VOCAB_SIZE
+        data["model"] = {"config": model_config(jamflow, vocab_size)}
     with tempfile.TemporaryDirectory() as out:
         data.update(output_dir=out, total_steps=args.warmup + args.steps, tracker="none",
                     checkpoint={"every": 0}, sampling={"every": 0}, mixed_precision="bf16" if args.bf16 else "no")

@@ -85,8 +85,10 @@ def model_config(jamflow: dict, text_num_embeds: int) -> dict:
     from mmflow_jamflow.model import jamflow_config
 
     jamflow = dict(jamflow)
-    audio = dict(jamflow.pop("audio"))
+    audio = jamflow.pop("audio")
+    audio = {"name": audio} if isinstance(audio, str) else dict(audio)  # an F5-TTS architecture name or arguments
     text_conditioning = audio.pop("text_conditioning", "filler")
+    audio = audio.get("name", audio)
     stream = audio_stream_config(audio, text_num_embeds, mask_padding=True, text_conditioning=text_conditioning)
     return jamflow_config(stream, **jamflow)
 

@@ -252,7 +252,8 @@ class JAMFlowPipeline(DiffusionPipeline):
             scheduler = FlowMatchingScheduler.from_config(self.scheduler.config)
             scheduler.set_timesteps(num_inference_steps)
         guidance = self._guidance(task, guidance_scale, uncond_joint_view)
-        sampler = LongFormSampler(self.transformer, self.config.max_seconds, pad_id=PAD_ID)
+        max_seconds = self.config.max_seconds  # context: a third of a window, at most 2 s
+        sampler = LongFormSampler(self.transformer, max_seconds, context_seconds=min(2.0, max_seconds / 3), pad_id=PAD_ID)
         joint_view = {AUDIO: False, MOTION: True} if task == "tts" else joint_attention
         results = sampler(
             [timeline for group in timelines for timeline in group],
