@@ -53,7 +53,7 @@ import datasets
 import numpy as np
 import torch
 from mmflow_audio_f5tts.audio_io import SILENCE_PEAK, normalize_rms, resample, to_mono
-from mmflow_audio_f5tts.mel import N_MELS, SAMPLE_RATE, MelSpectrogram
+from mmflow_audio_f5tts.mel import SAMPLE_RATE, MelSpectrogram
 from mmflow_motion_liveportrait.checkpoints import CheckpointError, LivePortraitWeights
 from mmflow_motion_liveportrait.extract import extract_motion
 from mmflow_motion_liveportrait.face import FaceError
@@ -66,7 +66,7 @@ from tqdm.auto import tqdm
 
 from mmflow.io import atomic_path, write_text_atomic
 
-from .corpus import fit_normalizer
+from .corpus import corpus_features, fit_normalizer
 
 logger = logging.getLogger(__name__)
 
@@ -434,15 +434,10 @@ class _TextEncoder:
 
 def clips_features(normalizer: MotionNormalizer | None = None) -> datasets.Features:
     """Column types of a preprocessed clip set (the synthetic corpus's where they share a name)."""
-    normalizer = normalizer or MotionNormalizer()
+    shared = corpus_features(normalizer)
     return datasets.Features({
-        "audio": datasets.Array2D(shape=(None, N_MELS), dtype="float32"),
-        "audio_text": datasets.Sequence(datasets.Value("int64")),
-        "motion": datasets.Array2D(shape=(None, normalizer.mouth_channels), dtype="float32"),
-        "motion_cond": datasets.Array2D(shape=(None, normalizer.rest_channels), dtype="float32"),
-        "expression": datasets.Array2D(shape=(None, NUM_KEYPOINTS * 3), dtype="float32"),
-        "text": datasets.Value("string"),
-        "speaker": datasets.Value("int32"),
+        **{name: shared[name] for name in ("audio", "audio_text", "motion", "motion_cond", "expression", "text",
+                                           "speaker")},
         "speaker_name": datasets.Value("string"),
         "seconds": datasets.Value("float32"),
         "source": datasets.Value("string"),
