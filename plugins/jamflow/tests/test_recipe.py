@@ -81,3 +81,29 @@ def test_two_processes_train_the_tiny_config(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 process(es)" in result.stderr
     assert (tmp_path / "ddp" / "pipeline" / "model_index.json").is_file()
+
+
+def test_tiny_recipe_resumes_with_the_same_losses(tmp_path, monkeypatch):
+    """Stopped after step 2 and resumed, the JAM-Flow tiny run continues exactly as an uninterrupted one."""
+    from mmflow.training import Trainer
+
+    histories = []
+    fit = Trainer.fit
+
+    def recording_fit(self, *args, **kwargs):
+        histories.append(fit(self, *args, **kwargs))
+        return histories[-1]
+
+    monkeypatch.setattr(Trainer, "fit", recording_fit)
+    main = runpy.run_path(str(RECIPE))["main"]
+    config = _config(tmp_path, total_steps=4)
+    assert main(["--config", str(config), "--output-dir", str(tmp_path / "whole")]) == 0
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert main(["--config", str(config), "--output-dir", str(tmp_path / "parts"), "--total-steps", "2"]) == 0
+    AcceleratorState._reset_state(reset_partial_state=True)
+    assert main(["--config", str(config), "--output-dir", str(tmp_path / "parts")]) == 0  # resumes at step 2
+    whole, first, rest = histories
+    assert [h["step"] for h in first + rest] == [1, 2, 3, 4]
+    for ours, theirs in zip(first + rest, whole, strict=True):
+        for key in ("loss", "loss/audio", "loss/motion", "grad_norm"):
+            assert abs(ours[key] - theirs[key]) <= 1e-5, (ours["step"], key, ours[key], theirs[key])
