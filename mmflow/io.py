@@ -9,6 +9,18 @@ import tempfile
 from pathlib import Path
 
 
+def writable_folder(folder: str | os.PathLike) -> Path:
+    """Create ``folder`` if needed; raise before any work is done when it cannot be written."""
+    folder = Path(folder)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OSError(f"cannot create the output folder {folder}: {error}; choose a writable path") from error
+    if not os.access(folder, os.W_OK):
+        raise PermissionError(f"output folder {folder} is not writable; choose another output path")
+    return folder
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``, on error removed.
@@ -16,13 +28,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     Works for files and folders: whatever the caller creates at the temporary path replaces ``path``.
     """
     path = Path(path)
-    parent = path.parent
-    try:
-        parent.mkdir(parents=True, exist_ok=True)
-    except OSError as error:
-        raise OSError(f"cannot create the output folder {parent}: {error}; choose a writable path") from error
-    if not os.access(parent, os.W_OK):
-        raise PermissionError(f"output folder {parent} is not writable; choose another output path")
+    parent = writable_folder(path.parent)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=parent)) / (path.name + (suffix or ""))
     try:
         yield tmp

@@ -7,6 +7,7 @@ models, ``"char"`` otherwise). Ids are the vocabulary's; the DiT's text embeddin
 
 from __future__ import annotations
 
+import functools
 import os
 from pathlib import Path
 
@@ -70,6 +71,17 @@ class F5Tokenizer(PreTrainedTokenizer):
 PHONEME_VOCAB_FILENAME = "phonemes.txt"
 
 
+@functools.lru_cache(maxsize=256)
+def _spoken_timing(text: str, voice) -> tuple[tuple, int]:
+    """espeak-ng's phones for ``text`` and its length in mel frames. Cached: a pipeline asks for the natural
+    duration and then for the ids at that duration, and espeak is deterministic."""
+    from .espeak import EspeakEngine
+    from .mel import num_frames
+
+    spoken = EspeakEngine().synthesize(text, voice)
+    return tuple(spoken.phones), num_frames(spoken.waveform.shape[-1])
+
+
 class PhonemeTokenizer(PreTrainedTokenizer):
     """Text → one espeak-ng phoneme id per mel frame (time-aligned text conditioning, ``aligned = True``).
 
@@ -104,19 +116,16 @@ class PhonemeTokenizer(PreTrainedTokenizer):
 
     def frame_ids(self, text: str, num_frames: int | None = None, speed: float = 1.0):
         """Phoneme id per mel frame (int64 numpy); ``num_frames`` stretches the spoken timing to that length."""
-        from .espeak import EspeakEngine
         from .mel import FRAME_RATE
-        from .mel import num_frames as mel_frames
         from .phonemes import frame_phoneme_ids
 
-        spoken = EspeakEngine().synthesize(text, self.espeak_voice)
-        natural = mel_frames(spoken.waveform.shape[-1])
+        phones, natural = _spoken_timing(text, self.espeak_voice)
         target = natural if num_frames is None else int(num_frames)
         if speed != 1.0 and num_frames is None:
             target = max(1, round(natural / speed))
         if target < 1:
             raise ValueError(f"frame_ids: num_frames must be >= 1, got {num_frames}")
-        return frame_phoneme_ids(spoken.phones, target, self.vocab, FRAME_RATE * target / natural)
+        return frame_phoneme_ids(phones, target, self.vocab, FRAME_RATE * target / natural)
 
     def _tokenize(self, text: str, **kwargs) -> list[str]:
         return self.vocab.decode(self.frame_ids(text))

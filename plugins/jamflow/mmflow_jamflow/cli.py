@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
 import sys
 from pathlib import Path
 
@@ -37,12 +36,12 @@ def _span(value: str) -> tuple[str, float, float]:
 
 def _writable_folder(path: Path) -> None:
     """Fail before any heavy work when the output folder cannot be written."""
+    from mmflow.io import writable_folder
+
     try:
-        path.mkdir(parents=True, exist_ok=True)
+        writable_folder(path)
     except OSError as error:
-        raise SystemExit(f"mmflow generate: cannot create the output folder {path}: {error}; choose another --out") from error
-    if not os.access(path, os.W_OK):
-        raise SystemExit(f"mmflow generate: the output folder {path} is not writable; choose another --out")
+        raise SystemExit(f"mmflow generate: {error}; choose another --out") from error
 
 
 def _generate(args) -> int:

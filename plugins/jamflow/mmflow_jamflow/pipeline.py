@@ -267,12 +267,9 @@ class JAMFlowPipeline(DiffusionPipeline):
     # -------------------------------------------------------------------------------------------- inputs
 
     def _load_inputs(self, task, text, ref_audio, ref_text, audio, motion, weights, seed) -> list[_Prompt]:
-        texts = [text] if text is None or isinstance(text, str) else list(text)
-        audios = audio if isinstance(audio, list | tuple) else None
-        motions = motion if isinstance(motion, list | tuple) else None
-        count = max(len(texts), len(audios or [None]), len(motions or [None]))
-        texts = _as_list(text if isinstance(text, list | tuple) else texts[0], count, "text")
-        audios, motions = _as_list(audio, count, "audio"), _as_list(motion, count, "motion")
+        count = max((len(v) for v in (text, audio, motion) if isinstance(v, list | tuple)), default=1)
+        texts, audios = _as_list(text, count, "text"), _as_list(audio, count, "audio")
+        motions = _as_list(motion, count, "motion")
         seeds = ([int(seed) + i for i in range(count)] if isinstance(seed, numbers.Integral)
                  else [int(s) for s in _as_list(list(seed), count, "seed")])
         needs_text = task in ("talking_head", "tts", "dubbing", "video_to_video", "edit")
