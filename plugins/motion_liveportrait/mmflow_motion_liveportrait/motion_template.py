@@ -10,12 +10,13 @@ import logging
 import math
 import os
 import pickle
-import tempfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from mmflow.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
@@ -123,17 +124,11 @@ def save_motion_template(template: MotionTemplate, path: str | os.PathLike) -> P
         write = _write_npz
     else:
         raise MotionTemplateError(f"{path}: unknown motion-template extension {suffix!r}; use .pkl or .npz.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as stream:
+    with atomic_path(path) as tmp:  # mode from the umask, as any file the user writes (mkstemp's 0600 is not)
+        with tmp.open("wb") as stream:
             write(template, stream)
             stream.flush()
             os.fsync(stream.fileno())
-        os.replace(temp_name, path)
-    except BaseException:
-        Path(temp_name).unlink(missing_ok=True)
-        raise
     logger.info("wrote motion template %s (%d frames)", path, template.num_frames)
     return path
 

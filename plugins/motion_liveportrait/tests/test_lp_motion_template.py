@@ -48,6 +48,9 @@ def test_round_trip(tmp_path, suffix, full):
     path = save_motion_template(template, tmp_path / f"clip{suffix}")
     assert_same(load_motion_template(path), template)
     assert sorted(os.listdir(tmp_path)) == [f"clip{suffix}"]  # no temp file left behind
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # the user's usual mode, not a temp file's 0600
 
 
 def test_pkl_has_liveportrait_layout(tmp_path):
