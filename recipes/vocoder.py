@@ -33,6 +33,8 @@ from pathlib import Path
 import torch
 import yaml
 
+from mmflow.training.config import OptimizerConfig
+
 logger = logging.getLogger("recipes.vocoder")
 
 
@@ -70,14 +72,6 @@ class LossSection:
 
 
 @dataclass
-class OptimizerSection:
-    lr: float = 3e-3
-    betas: list = field(default_factory=lambda: [0.8, 0.99])
-    weight_decay: float = 0.01
-    eps: float = 1e-8
-
-
-@dataclass
 class CheckpointSection:
     every: int = 500  # optimizer steps between checkpoints; 0 = only at the end
     keep_last: int = 2
@@ -106,7 +100,7 @@ class VocoderRecipeConfig:
     corpus: CorpusSection = field(default_factory=CorpusSection)
     vocoder: VocoderSection = field(default_factory=VocoderSection)
     loss: LossSection = field(default_factory=LossSection)
-    optimizer: OptimizerSection = field(default_factory=OptimizerSection)
+    optimizer: OptimizerConfig = field(default_factory=lambda: OptimizerConfig(lr=3e-3, betas=(0.8, 0.99)))
     checkpoint: CheckpointSection = field(default_factory=CheckpointSection)
     held_out: HeldOutSection = field(default_factory=HeldOutSection)
 
@@ -148,10 +142,6 @@ class VocoderRecipeConfig:
             (min(c.loss.mel_weight, c.loss.sc_weight, c.loss.log_mag_weight) >= 0
              and c.loss.mel_weight + c.loss.sc_weight + c.loss.log_mag_weight > 0, "loss",
              "the weights must be >= 0 and not all 0"),
-            (c.optimizer.lr > 0, "optimizer.lr", f"must be > 0, got {c.optimizer.lr}"),
-            (len(c.optimizer.betas) == 2 and all(0 <= b < 1 for b in c.optimizer.betas), "optimizer.betas",
-             f"must be two numbers in [0, 1), got {c.optimizer.betas!r}"),
-            (c.optimizer.weight_decay >= 0, "optimizer.weight_decay", f"must be >= 0, got {c.optimizer.weight_decay}"),
             (c.checkpoint.every >= 0, "checkpoint.every", f"must be >= 0 (0: only at the end), got {c.checkpoint.every}"),
             (c.checkpoint.keep_last >= 1, "checkpoint.keep_last", f"must be >= 1, got {c.checkpoint.keep_last}"),
             (0 <= c.held_out.sentences <= 20, "held_out.sentences", f"must be in [0, 20], got {c.held_out.sentences}"),
@@ -159,6 +149,7 @@ class VocoderRecipeConfig:
         for ok, key, message in checks:
             if not ok:
                 raise ConfigError(f"{key}: {message}")
+        c.optimizer.validate("optimizer")  # the AdamW settings of mmflow.training, checked the same way
         longest_fft = max(c.loss.fft_sizes)
         if (c.segment_frames - 1) * HOP_LENGTH <= longest_fft // 2:
             raise ConfigError(f"segment_seconds: {c.segment_seconds} s is too short for loss.fft_sizes up to "
@@ -216,11 +207,7 @@ def build_vocoder(config: VocoderRecipeConfig):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(config.seed)
-        model = Vocos(**asdict(config.vocoder))
-    # torch.hann_window(n) (periodic) is a view of an n+1 storage; safetensors' load_model (Accelerate's
-    # load_state) refuses such a tensor, so the checkpoint could not be resumed. Give it its own storage.
-    model.head.istft.window = model.head.istft.window.clone()
-    return model
+        return Vocos(**asdict(config.vocoder))
 
 
 def resynthesis_report(vocoder, section: HeldOutSection) -> dict:

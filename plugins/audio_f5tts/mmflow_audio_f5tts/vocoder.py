@@ -122,7 +122,9 @@ class InverseSTFT(nn.Module):
         self.n_fft = n_fft
         self.hop_length = hop_length
         self.padding = padding
-        self.register_buffer("window", torch.hann_window(n_fft))
+        # A periodic hann_window(n) is a view of an (n + 1)-long storage, which safetensors refuses to save
+        # (Accelerate's save_state/load_state of a training Vocos); give the buffer its own storage.
+        self.register_buffer("window", torch.hann_window(n_fft).clone())
 
     def forward(self, spec: torch.Tensor) -> torch.Tensor:  # spec: complex [B, n_fft/2 + 1, T]
         if self.padding == "center":
