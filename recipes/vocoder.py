@@ -159,16 +159,9 @@ class VocoderRecipeConfig:
 
 def load_config(path: str | Path, overrides: dict | None = None) -> VocoderRecipeConfig:
     """Read and check the recipe YAML; ``overrides`` (top-level keys) win over the file."""
-    from mmflow.training.config import ConfigError, _build
+    from mmflow.training.config import ConfigError, _build, read_yaml_mapping
 
-    try:
-        raw = yaml.safe_load(Path(path).read_text()) or {}
-    except FileNotFoundError:
-        raise ConfigError(f"vocoder config {str(path)!r} does not exist") from None
-    except yaml.YAMLError as error:
-        raise ConfigError(f"vocoder config {str(path)!r} is not valid YAML: {error}") from error
-    if not isinstance(raw, dict):
-        raise ConfigError(f"vocoder config {str(path)!r} must be a mapping of keys")
+    raw = read_yaml_mapping(path, "vocoder config")
     raw.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
         return _build(VocoderRecipeConfig, raw, "config").validate()

@@ -296,14 +296,7 @@ class TrainingConfig:
     def from_yaml(cls, path: str | Path, overrides: dict | None = None) -> TrainingConfig:
         """Load a YAML file; ``overrides`` (top-level keys) replace the file's values before validation."""
         path = Path(path)
-        try:
-            data = yaml.safe_load(path.read_text()) or {}
-        except FileNotFoundError:
-            raise ConfigError(f"training config {str(path)!r} does not exist") from None
-        except yaml.YAMLError as error:
-            raise ConfigError(f"training config {str(path)!r} is not valid YAML: {error}") from error
-        if not isinstance(data, dict):
-            raise ConfigError(f"training config {str(path)!r} must be a mapping of keys, got {type(data).__name__}")
+        data = read_yaml_mapping(path, "training config")
         data.update(overrides or {})
         try:
             return cls.from_dict(data)
@@ -312,6 +305,20 @@ class TrainingConfig:
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
+
+
+def read_yaml_mapping(path: str | Path, what: str) -> dict:
+    """The top-level mapping of a YAML config file; a missing file, bad YAML or a non-mapping is a ConfigError
+    that names ``what`` (e.g. "training config") and the path."""
+    try:
+        data = yaml.safe_load(Path(path).read_text()) or {}
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {str(path)!r} does not exist") from None
+    except yaml.YAMLError as error:
+        raise ConfigError(f"{what} {str(path)!r} is not valid YAML: {error}") from error
+    if not isinstance(data, dict):
+        raise ConfigError(f"{what} {str(path)!r} must be a mapping of keys, got {type(data).__name__}")
+    return data
 
 
 def _build(cls, data, path: str):
