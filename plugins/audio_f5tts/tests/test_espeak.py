@@ -177,6 +177,9 @@ def test_missing_library_names_the_package(monkeypatch):
 def test_helper_process_is_restarted_after_it_dies(engine):
     expected = engine.synthesize("restart me")
     with espeak._LOCK:
-        espeak._helper().process.kill()
-        espeak._helper().process.wait()
+        # One reference: a second ``_helper()`` call after the kill may already see the process dead and
+        # start (and then wait forever on) a new one.
+        process = espeak._helper().process
+        process.kill()
+        process.wait()
     assert _same(engine.synthesize("restart me"), expected)
