@@ -93,8 +93,14 @@ def model_config(jamflow: dict, text_num_embeds: int) -> dict:
     return jamflow_config(stream, **jamflow)
 
 
-def export_pipeline(model_dir: Path, out: Path, pipeline: dict, tokenizer, normalizer) -> Path:
-    """Trained (EMA) transformer + tokenizer + normaliser + scheduler → a ``JAMFlowPipeline`` folder, atomically."""
+def export_pipeline(
+    model_dir: Path, out: Path, pipeline: dict, tokenizer, normalizer, vocoder=None, renderer=None
+) -> Path:
+    """Trained (EMA) transformer + tokenizer + normaliser + scheduler → a ``JAMFlowPipeline`` folder, atomically.
+
+    ``vocoder`` and ``renderer`` are carried over from a fine-tuned pipeline, so its export speaks and renders
+    as it did.
+    """
     from mmflow_jamflow import JAMFlowPipeline
 
     from mmflow import FlowMatchingScheduler, MMDiT
@@ -102,7 +108,7 @@ def export_pipeline(model_dir: Path, out: Path, pipeline: dict, tokenizer, norma
 
     transformer = MMDiT.from_pretrained(model_dir)
     scheduler = FlowMatchingScheduler(**pipeline.get("scheduler", {}))
-    pipe = JAMFlowPipeline(transformer, scheduler, tokenizer, normalizer,
+    pipe = JAMFlowPipeline(transformer, scheduler, tokenizer, normalizer, vocoder=vocoder, renderer=renderer,
                            max_seconds=float(pipeline.get("max_seconds", 30.0)))
     with atomic_path(out) as tmp:
         pipe.save_pretrained(tmp)
@@ -126,11 +132,13 @@ def main(argv=None) -> int:
     try:
         tokenizer = _tokenizer(pipeline.get("tokenizer"), args.vocab)
         normalizer = None
+        carried = {}  # components of a fine-tuned pipeline that training does not touch
         if args.pretrained_pipeline:
             from mmflow_jamflow import JAMFlowPipeline
 
             source = JAMFlowPipeline.from_pretrained(args.pretrained_pipeline)
             tokenizer, normalizer = source.tokenizer, source.motion_normalizer
+            carried = {"vocoder": source.vocoder, "renderer": source.renderer}
             raw["model"] = {"pretrained": str(Path(args.pretrained_pipeline) / "transformer")}
         elif args.f5tts_checkpoint:
             from mmflow_jamflow import build_jamflow
@@ -165,11 +173,12 @@ def main(argv=None) -> int:
         trainer.load_checkpoint(checkpoint)
         model_dir = Path(args.export_only) / "model"
         trainer.export(model_dir)
-        export_pipeline(model_dir, Path(args.export_only) / "pipeline", pipeline, tokenizer, normalizer)
+        export_pipeline(model_dir, Path(args.export_only) / "pipeline", pipeline, tokenizer, normalizer, **carried)
         return 0
     trainer.fit(resume_from=None if args.resume == "none" else args.resume)
     if trainer.accelerator.is_main_process:
-        export_pipeline(trainer.output_dir / "model", trainer.output_dir / "pipeline", pipeline, tokenizer, normalizer)
+        export_pipeline(trainer.output_dir / "model", trainer.output_dir / "pipeline", pipeline, tokenizer, normalizer,
+                        **carried)
     trainer.accelerator.wait_for_everyone()
     trainer.accelerator.end_training()
     return 0

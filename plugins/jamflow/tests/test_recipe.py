@@ -1,5 +1,5 @@
 """recipes/jamflow.py: the tiny config trains on the synthetic corpus, exports a JAMFlowPipeline that generates,
-fine-tunes stage 2 from it, and runs as two gloo processes."""
+fine-tunes stage 2 from it (keeping its vocoder), and runs as two gloo processes."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import yaml
 from accelerate.state import AcceleratorState, GradientState
 
@@ -57,11 +58,19 @@ def test_tiny_recipe_exports_a_pipeline_that_generates_and_fine_tunes(tmp_path):
                  str(tmp_path / "exported")]) == 0  # the newest checkpoint as a pipeline, without training
     assert JAMFlowPipeline.from_pretrained(tmp_path / "exported" / "pipeline").transformer.stream_names == pipe.transformer.stream_names
 
+    # A pipeline with its own vocoder (as the embedded default has) keeps it through fine-tuning.
+    from mmflow_audio_f5tts.vocoder import Vocos
+
+    pipe.register_modules(vocoder=Vocos(dim=16, intermediate_dim=32, num_layers=1))
+    pipe.save_pretrained(tmp_path / "with-vocoder")
     AcceleratorState._reset_state(reset_partial_state=True)
     stage2 = tmp_path / "stage2"
     assert main(["--config", str(config), "--stage", "stage2", "--output-dir", str(stage2),
-                 "--pretrained-pipeline", str(stage1 / "pipeline")]) == 0
-    assert (stage2 / "pipeline" / "model_index.json").is_file()
+                 "--pretrained-pipeline", str(tmp_path / "with-vocoder")]) == 0
+    tuned = JAMFlowPipeline.from_pretrained(stage2 / "pipeline")
+    assert isinstance(tuned.vocoder, Vocos)
+    for name, value in pipe.vocoder.state_dict().items():
+        assert torch.equal(tuned.vocoder.state_dict()[name], value), name
 
 
 def test_bad_recipe_config_is_named(tmp_path):
