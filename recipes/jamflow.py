@@ -37,6 +37,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--stage", help="stage1 (audio frozen) or stage2 (all trained); overrides `stage`")
     parser.add_argument("--output-dir", help="overrides `output_dir`")
     parser.add_argument("--total-steps", type=int, help="overrides `total_steps`")
+    parser.add_argument("--seed", type=int, help="overrides `seed` (e.g. a new data order for a further phase)")
     parser.add_argument("--f5tts-checkpoint", help="start from an F5-TTS checkpoint (audio stream) + a new motion stream")
     parser.add_argument("--vocab", help="the F5-TTS checkpoint's vocab.txt (with --f5tts-checkpoint)")
     parser.add_argument("--pretrained-pipeline", help="fine-tune a saved JAMFlowPipeline folder")
@@ -124,7 +125,8 @@ def main(argv=None) -> int:
     raw = yaml.safe_load(Path(args.config).read_text()) or {}
     jamflow = raw.pop("jamflow", None)
     pipeline = raw.pop("pipeline", {}) or {}
-    for key, value in {"stage": args.stage, "output_dir": args.output_dir, "total_steps": args.total_steps}.items():
+    overrides = {"stage": args.stage, "output_dir": args.output_dir, "total_steps": args.total_steps, "seed": args.seed}
+    for key, value in overrides.items():
         if value is not None:
             raw[key] = value
     if args.lora_rank is not None:
