@@ -305,6 +305,17 @@ def test_resume_refuses_a_checkpoint_of_another_stage(tmp_path):
         make_trainer({**data, "stage": "stage1"}).fit()
 
 
+def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
+    data = toy_dict(tmp_path, total_steps=3)
+    make_trainer(data).fit()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    wider = copy.deepcopy(data)
+    for stream in wider["model"]["config"]["streams"].values():
+        stream["backbone_config"]["dim"] *= 2
+    with pytest.raises(ValueError, match=r"holds another model than this run builds \(shape mismatches"):
+        make_trainer(wider).fit()
+
+
 # ------------------------------------------------------------------------------------------------ 2 processes
 
 TWO_RANK_SCRIPT = """

@@ -28,10 +28,12 @@ from accelerate.logging import get_logger
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..checkpoints import state_dict_problems
 from ..flow import FlowMatchingObjective, generate, masked_mse, random_span_mask
 from ..io import atomic_path
 from ..streams import StreamBatch
@@ -300,6 +302,22 @@ class Trainer:
         return save_checkpoint(self.accelerator, self.output_dir / "checkpoints", self.step,
                                self._write_rank_state, self.config.checkpoint.keep_last)
 
+    def _check_model_fits(self, folder: Path):
+        """Refuse a checkpoint of another model (another config's sizes or streams) before loading anything,
+        naming the keys that differ, instead of failing deep inside ``load_state`` with half the state loaded."""
+        weights = folder / "model.safetensors"
+        if not weights.is_file():
+            return  # a non-safetensors checkpoint: load_state reports what it finds
+        with safe_open(str(weights), framework="pt") as file:
+            found = {key: torch.empty(file.get_slice(key).get_shape(), device="meta") for key in file.keys()}
+        problems = state_dict_problems(self.unwrapped.state_dict(), found)
+        if problems:
+            raise ValueError(
+                f"checkpoint {folder} holds another model than this run builds ({'; '.join(problems)}); resume "
+                f"it with the config it was written with (its training_config.yaml), or start this config in a new "
+                f"output_dir"
+            )
+
     def load_checkpoint(self, folder: str | os.PathLike):
         """Restore everything ``save_checkpoint`` wrote; raise naming the folder when it does not fit this run."""
         folder = Path(folder)
@@ -323,6 +341,7 @@ class Trainer:
                 f"checkpoint {folder} is from stage {state['stage']!r}, this run trains stage {self.stage.name!r}; "
                 f"start the new stage from the previous stage's exported model (model: {{pretrained: ...}})"
             )
+        self._check_model_fits(folder)
         self.accelerator.load_state(str(folder))
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
         self.generator.set_state(state["generator"])
