@@ -38,6 +38,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--output-dir", help="overrides `output_dir`")
     parser.add_argument("--total-steps", type=int, help="overrides `total_steps`")
     parser.add_argument("--seed", type=int, help="overrides `seed` (e.g. a new data order for a further phase)")
+    parser.add_argument("--lr", type=float, help="overrides `optimizer.lr` (the peak learning rate)")
     parser.add_argument("--f5tts-checkpoint", help="start from an F5-TTS checkpoint (audio stream) + a new motion stream")
     parser.add_argument("--vocab", help="the F5-TTS checkpoint's vocab.txt (with --f5tts-checkpoint)")
     parser.add_argument("--pretrained-pipeline", help="fine-tune a saved JAMFlowPipeline folder")
@@ -129,6 +130,8 @@ def main(argv=None) -> int:
     for key, value in overrides.items():
         if value is not None:
             raw[key] = value
+    if args.lr is not None:
+        raw["optimizer"] = {**(raw.get("optimizer") or {}), "lr": args.lr}
     if args.lora_rank is not None:
         raw["lora"] = {**(raw.get("lora") or {}), "rank": args.lora_rank}
     try:
