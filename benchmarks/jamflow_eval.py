@@ -18,6 +18,8 @@ model would reach (an envelope is only a proxy for the mouth, so this is well be
 
     python benchmarks/jamflow_eval.py --model plugins/jamflow/mmflow_jamflow/default_model
     python benchmarks/jamflow_eval.py --model /tmp/jf-tiny/pipeline --sentences 2 --steps 4 --save-audio /tmp/ev
+    python benchmarks/jamflow_eval.py --model plugins/jamflow/mmflow_jamflow/default_model --vocoder griffin-lim \
+        --out benchmarks/results/jamflow-eval-default-griffinlim.json
 
 Prints the configuration, a per-sentence table, the summary and the targets with pass/fail, and writes JSON
 (default benchmarks/results/jamflow-eval.json). Needs ``pip install -r requirements/eval.txt``.
@@ -202,8 +204,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--threads", type=int, help="torch and Whisper CPU threads (default: torch's; Whisper 2)")
     parser.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "jamflow-eval.json")
     parser.add_argument("--save-audio", type=Path, help="write each condition's wav (and the sync curves) here")
-    parser.add_argument("--vocoder", type=Path, help="vocoder folder (Vocos.save_pretrained or official Vocos) used "
-                                                      "instead of the pipeline's for the generated and ceiling audio")
+    parser.add_argument("--vocoder", help="vocoder folder (Vocos.save_pretrained or official Vocos), or "
+                                           "'griffin-lim', used instead of the pipeline's for the generated and "
+                                           "ceiling audio")
     args = parser.parse_args(argv)
     if not 1 <= args.sentences <= 20:
         parser.error("--sentences must be in [1, 20]")
@@ -267,7 +270,9 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"{args.model}: this benchmark needs a phoneme-aligned tokenizer (no reference voice); "
                          f"got {type(pipe.tokenizer).__name__}")
     voice = pipe.tokenizer.espeak_voice
-    if args.vocoder is not None:
+    if args.vocoder == "griffin-lim":
+        pipe.vocoder = GriffinLimVocoder().to(args.device)
+    elif args.vocoder is not None:
         pipe.vocoder = load_vocoder(args.vocoder).to(args.device)
     vocoder = pipe.vocoder if pipe.vocoder is not None else GriffinLimVocoder()
     vocoder_device = next(iter(vocoder.state_dict().values()), torch.empty(0)).device
