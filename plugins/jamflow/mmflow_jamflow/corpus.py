@@ -295,13 +295,15 @@ def corpus_features(normalizer: MotionNormalizer | None = None) -> datasets.Feat
 
 @lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """Digest of the modules that generate the rows (this one, sentences, visemes, espeak, phonemes, mel)."""
+    """Digest of the modules that generate the rows (this one, sentences, visemes, the idle face and expression
+    layout it uses, espeak, phonemes, mel)."""
     from mmflow_audio_f5tts import espeak, mel, phonemes
+    from mmflow_motion_liveportrait import expression_layout, idle
 
     from . import sentences, visemes
 
     digest = hashlib.sha256()
-    for module in (sentences, visemes, espeak, phonemes, mel):
+    for module in (sentences, visemes, idle, expression_layout, espeak, phonemes, mel):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:16]

@@ -32,6 +32,16 @@ from functools import lru_cache
 from typing import Any
 
 import numpy as np
+from mmflow_motion_liveportrait.expression_layout import (  # noqa: F401  (re-exported for the corpus's users)
+    BROW_KEYPOINT_INDICES,
+    DRIFT_KEYPOINT_INDICES,
+    EYE_KEYPOINT_INDICES,
+    INERT_KEYPOINT_INDICES,
+)
+from mmflow_motion_liveportrait.expression_layout import OPEN as _OPEN_DIRECTIONS
+from mmflow_motion_liveportrait.expression_layout import ROUND as _ROUND_DIRECTIONS
+from mmflow_motion_liveportrait.expression_layout import SPREAD as _SPREAD_DIRECTIONS
+from mmflow_motion_liveportrait.idle import add_idle_motion, blink_curve, blink_times  # noqa: F401
 from mmflow_motion_liveportrait.keypoints import NUM_KEYPOINTS
 from mmflow_motion_liveportrait.render import CLOSED_MOUTH_EXP_Y, MOUTH_OPEN_KEYPOINT, OPEN_MOUTH_EXP_SPAN
 
@@ -39,15 +49,6 @@ logger = logging.getLogger(__name__)
 
 FRAME_RATE = 25.0
 """Motion frames per second (LivePortrait's default output rate)."""
-
-EYE_KEYPOINT_INDICES: tuple[int, ...] = (11, 13, 15, 16)
-"""Eye keypoints: LivePortrait's eye region minus the inert kp 18; the blink/gaze sliders move these."""
-BROW_KEYPOINT_INDICES: tuple[int, ...] = (1, 2)
-"""Eyebrow keypoints (LivePortrait's eyebrow slider)."""
-INERT_KEYPOINT_INDICES: tuple[int, ...] = (6, 8, 9, 12, 18)
-"""Keypoints that never move in the official motion templates; kept at zero."""
-DRIFT_KEYPOINT_INDICES: tuple[int, ...] = (0, 3, 4, 5, 7, 10)
-"""Jaw/cheek/chin-like keypoints that get the slow head-like drift."""
 
 _SMOOTH_SECONDS = 0.02  # articulator inertia: Gaussian smoothing of the tracks
 _GRID_RATE = 400.0  # tracks are computed on this fine grid, then sampled at the frame times
@@ -263,16 +264,8 @@ _NEUTRAL[MOUTH_OPEN_KEYPOINT, 1] = CLOSED_MOUTH_EXP_Y
 _NEUTRAL[19, 2], _NEUTRAL[20, 1], _NEUTRAL[20, 2] = -0.0026, 0.0056, 0.0027
 _NEUTRAL[7, 1], _NEUTRAL[14, 1] = 0.0026, -0.0018
 
-# Per unit of openness / spread / rounding: (keypoint, axis, offset). Directions follow LivePortrait's editing
-# sliders ("lip open": 19y+, 19z+, 17y−; "grin": 20y−, 20z−, 14y−; "pursing": 14y+, 17z−; smile: 17y+).
-_OPEN_DIRECTIONS = ((19, 2, 0.005), (17, 1, -0.005), (20, 1, 0.006))
-_SPREAD_DIRECTIONS = ((20, 1, -0.010), (20, 2, -0.008), (14, 1, -0.010), (17, 1, 0.004))
-_ROUND_DIRECTIONS = ((14, 1, 0.012), (17, 2, -0.006), (19, 2, -0.004), (20, 0, 0.003))
-
-# Eyelid closing (y grows downwards): the eye keypoints that dominate the official wink/blink templates.
-_BLINK_DIRECTIONS = ((11, 1, 0.02), (15, 1, 0.02), (13, 1, -0.006), (16, 1, -0.006))
-_BLINK_CLOSE, _BLINK_HOLD, _BLINK_OPEN = 0.05, 0.03, 0.08  # seconds: a blink takes ~0.15 s
-_BLINK_INTERVAL = (2.0, 6.0)
+# Mouth directions (per unit of openness / spread / rounding) and the idle face (blinks, drift, gaze) come
+# from the motion plugin (expression_layout.py, idle.py), which the fallback renderer reads back.
 
 
 def _speaker_seed(speaker: int | str) -> int:
@@ -311,39 +304,6 @@ def speaker_style(speaker: int | str = 0) -> SpeakerStyle:
     )
 
 
-def blink_times(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Blink onsets in ``[0, seconds)``: the first within the first interval, then every 2–6 s."""
-    times = []
-    t = rng.uniform(0.2, _BLINK_INTERVAL[1] - 1.0)
-    while t < seconds:
-        times.append(t)
-        t += rng.uniform(*_BLINK_INTERVAL)
-    return np.asarray(times, dtype=np.float64)
-
-
-def blink_curve(onsets: np.ndarray, num_frames: int, frame_rate: float = FRAME_RATE) -> np.ndarray:
-    """Eye closure ``(num_frames,)`` in [0, 1]: smooth close, short hold, slower reopening per onset."""
-    times = np.arange(num_frames) / frame_rate
-    closure = np.zeros(num_frames)
-    for onset in onsets:
-        rel = times - onset
-        rise = np.clip(rel / _BLINK_CLOSE, 0, 1)
-        fall = np.clip((rel - _BLINK_CLOSE - _BLINK_HOLD) / _BLINK_OPEN, 0, 1)
-        shape = rise * rise * (3 - 2 * rise) * (1 - fall * fall * (3 - 2 * fall))
-        closure = np.maximum(closure, shape)
-    return closure
-
-
-def _drift(num_frames: int, rng: np.random.Generator, amplitude: float, frame_rate: float) -> np.ndarray:
-    """Slow smooth noise ``(num_frames,)``: three sinusoids of 0.05–0.5 Hz with random phases."""
-    times = np.arange(num_frames) / frame_rate
-    freqs = rng.uniform(0.05, 0.5, size=3)
-    phases = rng.uniform(0, 2 * np.pi, size=3)
-    weights = rng.uniform(0.5, 1.0, size=3)
-    wave = (weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * times[None, :] + phases[:, None])).sum(0)
-    return amplitude * wave / weights.sum()
-
-
 def motion_from_phones(
     phones: Sequence[Any],
     num_frames: int,
@@ -372,16 +332,5 @@ def motion_from_phones(
         for k, axis, offset in directions:
             exp[:, k, axis] += gain * offset * track
 
-    closure = style.blink_gain * blink_curve(blink_times(num_frames / frame_rate, rng), num_frames, frame_rate)
-    for k, axis, offset in _BLINK_DIRECTIONS:
-        exp[:, k, axis] += offset * closure
-
-    for k in BROW_KEYPOINT_INDICES:
-        exp[:, k, 1] += _drift(num_frames, rng, 0.002, frame_rate)
-    for k in DRIFT_KEYPOINT_INDICES:
-        for axis in (0, 1):
-            exp[:, k, axis] += _drift(num_frames, rng, 0.0015, frame_rate)
-    for k in EYE_KEYPOINT_INDICES:  # slow gaze wander
-        exp[:, k, 0] += _drift(num_frames, rng, 0.001, frame_rate)
-    exp[:, list(INERT_KEYPOINT_INDICES), :] = 0.0
+    add_idle_motion(exp, rng, frame_rate, style.blink_gain)
     return exp.astype(np.float32)

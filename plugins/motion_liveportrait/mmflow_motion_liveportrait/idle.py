@@ -1,0 +1,92 @@
+"""A natural idle face for talking heads that have no driving motion: blinks, brow life, gaze and slow drift.
+
+Why: when a task has no given motion (talking head from text, speech with a portrait), the motion stream is
+conditioned on the non-mouth expression e_rest. All zeros there is the training set's mean face, frozen: nothing
+ever blinks. This module makes what the synthetic corpus's faces do besides speaking (blinks every 2-6 s,
+slow drift, gaze wander, brow movement) from a seed, so the pipeline can condition on it and the corpus
+(``mmflow_jamflow.visemes``) uses the very same generator.
+
+Only the non-mouth keypoints move; the mouth keypoints (what the model generates) stay zero.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+import numpy as np
+
+from .expression_layout import (
+    BLINK,
+    BROW_KEYPOINT_INDICES,
+    DRIFT_KEYPOINT_INDICES,
+    EYE_KEYPOINT_INDICES,
+    INERT_KEYPOINT_INDICES,
+)
+from .keypoints import NUM_KEYPOINTS
+
+BLINK_CLOSE, BLINK_HOLD, BLINK_OPEN = 0.05, 0.03, 0.08  # seconds: a blink takes ~0.15 s
+BLINK_INTERVAL = (2.0, 6.0)
+BROW_DRIFT, HEAD_DRIFT, GAZE_DRIFT = 0.002, 0.0015, 0.001  # expression units
+
+
+def blink_times(seconds: float, rng: np.random.Generator) -> np.ndarray:
+    """Blink onsets in ``[0, seconds)``: the first within the first interval, then every 2–6 s."""
+    times = []
+    t = rng.uniform(0.2, BLINK_INTERVAL[1] - 1.0)
+    while t < seconds:
+        times.append(t)
+        t += rng.uniform(*BLINK_INTERVAL)
+    return np.asarray(times, dtype=np.float64)
+
+
+def blink_curve(onsets: np.ndarray, num_frames: int, frame_rate: float) -> np.ndarray:
+    """Eye closure ``(num_frames,)`` in [0, 1]: smooth close, short hold, slower reopening per onset."""
+    times = np.arange(num_frames) / float(frame_rate)
+    closure = np.zeros(num_frames)
+    for onset in onsets:
+        rel = times - onset
+        rise = np.clip(rel / BLINK_CLOSE, 0, 1)
+        fall = np.clip((rel - BLINK_CLOSE - BLINK_HOLD) / BLINK_OPEN, 0, 1)
+        shape = rise * rise * (3 - 2 * rise) * (1 - fall * fall * (3 - 2 * fall))
+        closure = np.maximum(closure, shape)
+    return closure
+
+
+def drift(num_frames: int, rng: np.random.Generator, amplitude: float, frame_rate: float) -> np.ndarray:
+    """Slow smooth noise ``(num_frames,)``: three sinusoids of 0.05–0.5 Hz with random phases."""
+    times = np.arange(num_frames) / float(frame_rate)
+    freqs = rng.uniform(0.05, 0.5, size=3)
+    phases = rng.uniform(0, 2 * np.pi, size=3)
+    weights = rng.uniform(0.5, 1.0, size=3)
+    wave = (weights[:, None] * np.sin(2 * np.pi * freqs[:, None] * times[None, :] + phases[:, None])).sum(0)
+    return amplitude * wave / weights.sum()
+
+
+def add_idle_motion(exp: np.ndarray, rng: np.random.Generator, frame_rate: float, blink_gain: float = 1.0) -> None:
+    """Add blinks, brow and head drift and gaze wander to ``exp`` (``T×21×3`` float64, in place) and zero the
+    inert keypoints. The draws from ``rng`` come in a fixed order, so the same generator gives the same face."""
+    num_frames = exp.shape[0]
+    closure = blink_gain * blink_curve(blink_times(num_frames / float(frame_rate), rng), num_frames, frame_rate)
+    for k, axis, offset in BLINK:
+        exp[:, k, axis] += offset * closure
+    for k in BROW_KEYPOINT_INDICES:
+        exp[:, k, 1] += drift(num_frames, rng, BROW_DRIFT, frame_rate)
+    for k in DRIFT_KEYPOINT_INDICES:
+        for axis in (0, 1):
+            exp[:, k, axis] += drift(num_frames, rng, HEAD_DRIFT, frame_rate)
+    for k in EYE_KEYPOINT_INDICES:  # slow gaze wander
+        exp[:, k, 0] += drift(num_frames, rng, GAZE_DRIFT, frame_rate)
+    exp[:, list(INERT_KEYPOINT_INDICES), :] = 0.0
+
+
+def idle_motion(num_frames: int, seed: int, frame_rate: float | Fraction, blink_gain: float = 1.0) -> np.ndarray:
+    """Idle expression offsets ``(num_frames, 21, 3)`` float32 at ``frame_rate`` (the motion stream's), from
+    ``seed``: add them to a neutral face. Same arguments, same array."""
+    if num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+    if not float(frame_rate) > 0:
+        raise ValueError(f"frame_rate must be positive frames per second, got {frame_rate}")
+    exp = np.zeros((num_frames, NUM_KEYPOINTS, 3))
+    rng = np.random.default_rng([0x1D1E, int(seed) & 0xFFFFFFFF])
+    add_idle_motion(exp, rng, float(frame_rate), blink_gain)
+    return exp.astype(np.float32)
