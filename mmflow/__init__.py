@@ -6,7 +6,9 @@ from .attention import AttentionBackendError, attend
 from .backbone import DiTBackbone, StreamBackbone
 from .flow import FlowMatchingObjective, Guidance, generate, time_grid
 from .masks import Blocked, Full, LocalWindow, MaskPolicy, SameTime, local_global_policy
-from .plugins import PluginError, TaskPreset, get_registry, hookimpl
+from .hookspecs import hookimpl
+from .plugins import PluginError, get_registry
+from .tasks import TaskInput, TaskPreset
 from .scheduler import FlowMatchingScheduler
 from .streams import StreamBatch, StreamSpec
 from .transformer import MMDiT
@@ -29,6 +31,7 @@ __all__ = [
     "StreamBackbone",
     "StreamBatch",
     "StreamSpec",
+    "TaskInput",
     "TaskPreset",
     "attend",
     "generate",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from .backbone import DiTBackbone
 from .masks import local_global_policy
-from .plugins import hookimpl
+from .hookspecs import hookimpl
 
 
 @hookimpl

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .plugins import PluginError, get_registry
+from .plugins import KINDS, PluginError, get_registry
 
 
 def _plugins(args) -> int:
@@ -13,7 +13,7 @@ def _plugins(args) -> int:
     print(f"{'plugin':<22}{'distribution':<28}{'version':<10}module")
     for info in registry.plugins:
         print(f"{info.name:<22}{info.distribution:<28}{info.version:<10}{info.module}")
-    for kind in ("streams", "backbones", "mask_presets", "tasks", "demos", "commands"):
+    for kind in KINDS:
         table = getattr(registry, kind)
         entries = ", ".join(f"{name} ({registry.owners[(kind, name)]})" for name in sorted(table)) or "-"
         print(f"{kind.replace('_', ' ') + ':':<14}{entries}")

@@ -14,7 +14,7 @@ Shape letters: ``b`` batch, ``n`` frames, ``c`` channels.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -156,6 +156,7 @@ class GuidedVelocity:
         batches: Mapping[str, StreamBatch],
         guidance: Guidance | None = None,
         joint_view: Mapping[str, bool] | bool = True,
+        absent: Sequence[str] = (),
     ):
         self.model, self.guidance = model, guidance or Guidance()
         self.batches = dict(batches)
@@ -177,7 +178,12 @@ class GuidedVelocity:
         else:
             self.drop, self.view = None, {n: on if base_view[n] else off for n in names}
         # step-invariant work (masks, rotary tables, encoded conditions) once for the whole integration
-        self.plan = model.plan(self.batches, self.drop, self.view) if hasattr(model, "plan") else None
+        if hasattr(model, "plan"):
+            self.plan = model.plan(self.batches, self.drop, self.view, absent=tuple(absent))
+        elif absent:
+            raise ValueError(f"absent streams {list(absent)} need a model with `plan` (an MMDiT)")
+        else:
+            self.plan = None
 
     def _plan_kwargs(self) -> dict:
         return {} if self.plan is None else {"plan": self.plan}
@@ -239,6 +245,7 @@ def generate(
     progress: bool = False,
     seeds: list[int] | None = None,
     scheduler=None,
+    absent: Sequence[str] = (),
 ) -> Streams:
     """Sample every stream; given frames come back exactly as given, padding frames as zeros.
 
@@ -246,7 +253,8 @@ def generate(
     as if the joint schedule were switched off for their queries. ``seeds`` (one per sample) makes each
     sample's result independent of the batch it is in (with a model that masks padding). A
     ``FlowMatchingScheduler`` (``mmflow.scheduler``), when given, supplies the grid and solver instead of
-    ``steps``, ``sway`` and ``method``.
+    ``steps``, ``sway`` and ``method``. ``absent`` streams (a task that leaves them out) are not computed and
+    come back as given.
     """
     x0 = sample_noise(batches, generator, seeds) if noise is None else dict(noise)
     device = next(iter(batches.values())).latent.device
@@ -254,9 +262,12 @@ def generate(
         grid, method = scheduler.timesteps.to(device), scheduler.config.solver
     else:
         grid = time_grid(steps, sway, device=device)
-    x1 = integrate(GuidedVelocity(model, batches, guidance, joint_view), x0, grid, method, progress)
+    x1 = integrate(GuidedVelocity(model, batches, guidance, joint_view, absent), x0, grid, method, progress)
     out = {}
     for name, batch in batches.items():
+        if name in absent:
+            out[name] = batch.latent.masked_fill(~batch.valid.unsqueeze(-1), 0.0)
+            continue
         result = torch.where(batch.given.unsqueeze(-1), batch.latent, x1[name])
         out[name] = result.masked_fill(~batch.valid.unsqueeze(-1), 0.0)
     return out

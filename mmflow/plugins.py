@@ -1,6 +1,6 @@
-"""Plugin hook specifications and discovery.
+"""Plugin discovery: every installed plugin's registrations, merged into one ``Registry``.
 
-A plugin is a module that implements some of the hooks below (decorated with ``mmflow.hookimpl``) and is
+A plugin is a module that implements some of the hooks of ``hookspecs.py`` (decorated with ``mmflow.hookimpl``) and is
 announced by an entry point in the ``mmflow.plugins`` group of its distribution::
 
     [project.entry-points."mmflow.plugins"]
@@ -20,65 +20,19 @@ from dataclasses import dataclass, field
 
 import pluggy
 
+from . import builtins
+from .hookspecs import PROJECT, MMFlowHookSpecs, hookimpl, hookspec  # noqa: F401  (re-exported for plugins)
 from .streams import StreamSpec
+from .tasks import TaskPreset
 
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mmflow.plugins"
-hookspec = pluggy.HookspecMarker("mmflow")
-hookimpl = pluggy.HookimplMarker("mmflow")
+KINDS = ("streams", "stream_codecs", "backbones", "mask_presets", "tasks", "demos", "commands")
 
 
 class PluginError(RuntimeError):
     """A plugin could not be loaded, or a name it asks for is not registered."""
-
-
-@dataclass(frozen=True)
-class TaskPreset:
-    """A named inpainting task: which streams are generated and which are given whole.
-
-    Streams named in neither keep whatever ``given`` mask the caller passes (e.g. a reference prompt).
-    """
-
-    name: str
-    description: str
-    generate: tuple[str, ...]
-    given: tuple[str, ...] = ()
-
-
-class MMFlowHookSpecs:
-    """The hooks a plugin may implement. Each returns a mapping or list; the registry merges them."""
-
-    @hookspec
-    def mmflow_streams(self) -> list[StreamSpec]:
-        """Default specs of the streams this plugin provides (name, frame rate, channels, position policy).
-
-        Models may override channels per config; the name and rate say what the stream is.
-        """
-
-    @hookspec
-    def mmflow_backbones(self) -> dict[str, type]:
-        """Stream backbone classes by name (subclasses of ``mmflow.backbone.StreamBackbone``).
-
-        A model config names its backbone (``"backbone": "f5tts_dit"``) and the registry builds it.
-        """
-
-    @hookspec
-    def mmflow_mask_presets(self) -> dict[str, Callable]:
-        """Mask policy factories by name: ``factory(**kwargs) -> MaskPolicy``."""
-
-    @hookspec
-    def mmflow_tasks(self) -> list[TaskPreset]:
-        """Named tasks (which streams are generated, which are given) this plugin's streams support."""
-
-    @hookspec
-    def mmflow_demos(self) -> dict[str, Callable]:
-        """Demos for ``mmflow demo NAME``: ``demo(argv: list[str]) -> int`` (an exit status)."""
-
-    @hookspec
-    def mmflow_commands(self) -> dict[str, Callable]:
-        """Subcommands of ``mmflow``: ``add(subparsers) -> None`` adds its parser (``set_defaults(run=...)``,
-        ``run(args) -> int``). E.g. the JAM-Flow plugin adds ``mmflow generate``."""
 
 
 @dataclass
@@ -94,6 +48,7 @@ class Registry:
     """Everything the installed plugins registered, merged by kind, with the plugin that provided each name."""
 
     streams: dict[str, StreamSpec] = field(default_factory=dict)
+    stream_codecs: dict[str, Callable] = field(default_factory=dict)
     backbones: dict[str, type] = field(default_factory=dict)
     mask_presets: dict[str, Callable] = field(default_factory=dict)
     tasks: dict[str, TaskPreset] = field(default_factory=dict)
@@ -107,8 +62,8 @@ class Registry:
         if name not in table:
             known = ", ".join(sorted(table)) or "none"
             raise PluginError(
-                f"no {kind[:-1].replace('_', ' ')} named {name!r} is registered (known: {known}); install the plugin "
-                f"that provides it (e.g. `pip install mmflow-audio-f5tts`) and check `mmflow plugins`"
+                f"no {kind[:-1].replace('_', ' ')} named {name!r} is registered (known: {known}); check the "
+                f"spelling, or install the plugin that provides it and check `mmflow plugins`"
             )
         return table[name]
 
@@ -117,6 +72,10 @@ class Registry:
 
     def stream(self, name: str) -> StreamSpec:
         return self._lookup("streams", name)
+
+    def stream_codec(self, name: str) -> Callable | None:
+        """The codec factory registered for stream ``name``, or None (streams without one use ``TensorCodec``)."""
+        return self.stream_codecs.get(name)
 
     def mask_preset(self, name: str) -> Callable:
         return self._lookup("mask_presets", name)
@@ -146,9 +105,7 @@ def _entry_points():
 
 def build_registry(extra_plugins: dict[str, object] | None = None, load_entry_points: bool = True) -> Registry:
     """Load the built-ins, every installed entry-point plugin and ``extra_plugins`` into a new registry."""
-    from . import builtins
-
-    manager = pluggy.PluginManager("mmflow")
+    manager = pluggy.PluginManager(PROJECT)
     manager.add_hookspecs(MMFlowHookSpecs)
     registry = Registry()
     plugins = {"mmflow": builtins}
@@ -187,7 +144,7 @@ def build_registry(extra_plugins: dict[str, object] | None = None, load_entry_po
 
         for specs in results("mmflow_streams"):
             _add(registry, "streams", name, {spec.name: spec for spec in specs})
-        for kind in ("backbones", "mask_presets", "demos", "commands"):
+        for kind in ("stream_codecs", "backbones", "mask_presets", "demos", "commands"):
             for items in results(f"mmflow_{kind}"):
                 _add(registry, kind, name, items)
         for tasks in results("mmflow_tasks"):

@@ -1,19 +1,79 @@
-"""Tasks as inpainting conditions: which frames of each stream are given and which are generated.
+"""Tasks as inpainting conditions: which streams are given, generated or absent, and what the user supplies.
 
 Every task of a multi-stream flow model is a choice of ``given`` masks. A ``TaskPreset`` (registered by plugins)
-names the streams generated and the streams given whole; ``apply_task`` turns it, plus optional time spans to
-regenerate, into the ``given`` masks of a batch. Frames come from times through each stream's exact rate, so
-the same seconds select the same moment in every stream.
+names the streams generated, the streams given whole and the streams absent (left out of sampling entirely, so
+that a 3-stream model can run a 2-stream task), plus the task's own user inputs beyond those its streams' codecs
+declare. ``apply_task`` turns a preset, plus optional time spans to regenerate, into the ``given`` masks of a
+batch; ``regenerate_spans`` is the one place where spans become frames. Frames come from times through each
+stream's exact rate, so the same seconds select the same moment in every stream.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import torch
 
-from .plugins import TaskPreset
 from .streams import StreamBatch, StreamSpec
+
+ROLES = ("generate", "given", "absent")
+
+
+@dataclass(frozen=True)
+class TaskInput:
+    """One user input of a task: its keyword name, a one-line description, and whether the task needs it."""
+
+    name: str
+    description: str
+    required: bool = False
+
+
+@dataclass(frozen=True)
+class TaskPreset:
+    """A named inpainting task.
+
+    Args:
+        name: The task's name (``mmflow tasks``).
+        description: One line for listings.
+        generate: Streams sampled (whole, or inside ``spans`` when the task is ``editable``).
+        given: Streams given whole (their inputs are required).
+        absent: Streams left out: nothing sampled, and no other stream attends to them.
+        inputs: User inputs of the task itself, besides those the streams' codecs declare for their role.
+        editable: The task takes ``spans``: generated streams are given except inside those seconds.
+
+    Streams of the model named in none of the three are generated.
+    """
+
+    name: str
+    description: str
+    generate: tuple[str, ...]
+    given: tuple[str, ...] = ()
+    absent: tuple[str, ...] = ()
+    inputs: tuple[TaskInput, ...] = ()
+    editable: bool = False
+
+    def __post_init__(self):
+        named = [*self.generate, *self.given, *self.absent]
+        twice = sorted({n for n in named if named.count(n) > 1})
+        if twice:
+            raise ValueError(f"task {self.name!r} gives stream(s) {twice} more than one role (generate/given/absent)")
+        if not self.generate:
+            raise ValueError(f"task {self.name!r} generates no stream; name at least one in `generate`")
+
+    def role(self, stream: str) -> str:
+        """``generate``, ``given`` or ``absent`` for one of the model's streams."""
+        if stream in self.given:
+            return "given"
+        if stream in self.absent:
+            return "absent"
+        return "generate"
+
+    def check_streams(self, streams: Sequence[str]) -> None:
+        """Refuse a task that names streams the model lacks."""
+        unknown = sorted((set(self.generate) | set(self.given) | set(self.absent)) - set(streams))
+        if unknown:
+            raise ValueError(f"task {self.name!r} names stream(s) {unknown} that this model lacks; it has {list(streams)}")
 
 
 def span_frames(spec: StreamSpec, start: float, end: float) -> tuple[int, int]:
@@ -21,6 +81,25 @@ def span_frames(spec: StreamSpec, start: float, end: float) -> tuple[int, int]:
     if not 0 <= start < end:
         raise ValueError(f"a span needs 0 <= start < end seconds, got ({start}, {end})")
     return spec.num_frames(start), spec.num_frames(end)
+
+
+def regenerate_spans(
+    given: torch.Tensor, spec: StreamSpec, spans: Sequence[tuple[float, float]], offset: int = 0
+) -> torch.Tensor:
+    """``given`` (``(..., n)``) with the frames inside each ``(start, end)`` span cleared (to be regenerated).
+
+    Seconds count from frame ``offset`` (e.g. after a prompt); a span starting past the end is refused.
+    """
+    given = given.clone()
+    n = given.shape[-1] - offset
+    for start, end in spans:
+        first, last = span_frames(spec, start, end)
+        if first >= n:
+            raise ValueError(
+                f"span ({start}, {end}) s starts after the end of stream {spec.name!r} ({spec.seconds(n):.2f} s)"
+            )
+        given[..., offset + first : offset + last] = False
+    return given
 
 
 def apply_task(
@@ -31,29 +110,21 @@ def apply_task(
 ) -> dict[str, StreamBatch]:
     """Set each stream's ``given`` mask for ``task``.
 
-    Streams in ``task.given`` are given whole. Streams in ``task.generate`` are generated whole, or, when
-    ``spans`` names them, only inside those ``(start, end)`` second spans (editing: the rest is kept exactly).
-    Streams in neither keep the ``given`` mask they came with (e.g. a reference prompt).
+    Streams in ``task.given`` (and ``task.absent``) are given whole. Streams in ``task.generate`` are generated
+    whole, or, when ``spans`` names them, only inside those ``(start, end)`` second spans (editing: the rest is
+    kept exactly). Streams in none keep the ``given`` mask they came with (e.g. a reference prompt).
     """
     unknown = sorted((set(task.generate) | set(task.given) | set(spans or {})) - set(batches))
     if unknown:
         raise KeyError(f"task {task.name!r} names stream(s) {unknown} that the batch lacks; it has {sorted(batches)}")
     out = dict(batches)
-    for name in task.given:
+    for name in (*task.given, *(n for n in task.absent if n in batches)):
         batch = batches[name]
         out[name] = batch.replace(given=batch.valid.clone())
     for name in task.generate:
         batch = batches[name]
         if spans and name in spans:
-            given = batch.valid.clone()
-            for start, end in spans[name]:
-                first, last = span_frames(specs[name], start, end)
-                if first >= batch.num_frames:
-                    raise ValueError(
-                        f"span ({start}, {end}) s starts after the end of stream {name!r} "
-                        f"({specs[name].seconds(batch.num_frames):.2f} s)"
-                    )
-                given[:, first:last] = False
+            given = regenerate_spans(batch.valid, specs[name], spans[name])
         else:
             given = torch.zeros_like(batch.valid)
         out[name] = batch.replace(given=given & batch.valid)

@@ -33,7 +33,48 @@ from .streams import StreamBatch, StreamSpec, as_fraction, check_batches
 logger = logging.getLogger(__name__)
 
 SCHEDULES = ("half", "full", "none")
-STREAM_KEYS = {"frame_rate", "channels", "cond_channels", "position", "backbone", "backbone_config"}
+STREAM_KEYS = {"stream", "frame_rate", "channels", "cond_channels", "position", "backbone", "backbone_config"}
+SPEC_KEYS = ("frame_rate", "channels", "cond_channels", "position")
+
+
+def _ordered_streams(streams: Mapping[str, dict], order: Sequence[str] | None) -> dict[str, dict]:
+    """``streams`` in ``order`` (the saved joint-sequence order), or as given when there is none."""
+    if order is None:
+        return dict(streams)
+    if sorted(order) != sorted(streams):
+        raise ValueError(f"stream_order {list(order)} must list exactly the configured streams {sorted(streams)}")
+    return {name: streams[name] for name in order}
+
+
+def stream_spec_from_config(name: str, stream: Mapping, registry) -> StreamSpec:
+    """The ``StreamSpec`` of one stream config entry.
+
+    An entry naming a registered stream (``{"stream": "motion", ...}``) takes its rate, channels and position
+    policy from the registered spec; values it also states must agree with it. Other entries state their own.
+    """
+    kind = stream.get("stream")
+    if kind is None:
+        if "channels" not in stream:
+            raise ValueError(f"stream {name!r} needs `channels` (or `stream: NAME` naming a registered stream)")
+        return StreamSpec(
+            name=name,
+            frame_rate=stream.get("frame_rate"),
+            channels=stream["channels"],
+            cond_channels=stream.get("cond_channels", 0),
+            position=stream.get("position", "scaled"),
+        )
+    registered = registry.stream(kind)
+    expected = registered.to_config()
+    stated = StreamSpec(name=name, **{**expected, **{k: stream[k] for k in SPEC_KEYS if k in stream}}).to_config()
+    clashes = [f"{key}: config {stated[key]!r} vs registered {expected[key]!r}" for key in SPEC_KEYS
+               if stated[key] != expected[key]]
+    if clashes:
+        owner = registry.owners.get(("streams", kind), "?")
+        raise ValueError(
+            f"stream {name!r} names the registered stream {kind!r} (plugin {owner!r}) but contradicts it ("
+            + "; ".join(clashes) + "); drop those keys from the config or name another stream"
+        )
+    return StreamSpec(name=name, **expected)
 
 
 def resolve_joint_schedule(schedule: str | Sequence[int], depths: Sequence[int]) -> tuple[int, ...]:
@@ -79,6 +120,7 @@ class ForwardPlan:
     alone_masks: dict[str, AttentionMask]
     joint_masks: dict[tuple[str, ...], AttentionMask]
     prepared: dict[str, object] = field(default_factory=dict)
+    active: tuple[str, ...] = ()
 
 
 class MMDiT(ModelMixin, ConfigMixin):
@@ -107,25 +149,25 @@ class MMDiT(ModelMixin, ConfigMixin):
         attention_backend: str = "auto",
         mask_padding: bool = True,
         position_reference_rate: str | float | None = None,
+        stream_order: list[str] | None = None,
     ):
         super().__init__()
         if not streams:
             raise ValueError("an MMDiT needs at least one stream in `streams`")
+        streams = _ordered_streams(streams, stream_order)
+        # diffusers writes configs with sorted keys: the joint-sequence order is kept in its own entry
+        self.register_to_config(stream_order=list(streams))
         registry = get_registry()
         self.specs: dict[str, StreamSpec] = {}
+        self.stream_kinds: dict[str, str] = {}
         backbones = {}
         for name, stream in streams.items():
             unknown = sorted(set(stream) - STREAM_KEYS)
             if unknown:
                 raise ValueError(f"stream {name!r} config has unknown keys {unknown}; allowed: {sorted(STREAM_KEYS)}")
-            spec = StreamSpec(
-                name=name,
-                frame_rate=stream.get("frame_rate"),
-                channels=stream["channels"],
-                cond_channels=stream.get("cond_channels", 0),
-                position=stream.get("position", "scaled"),
-            )
+            spec = stream_spec_from_config(name, stream, registry)
             self.specs[name] = spec
+            self.stream_kinds[name] = stream.get("stream", name)
             cls = registry.backbone(stream.get("backbone", "dit"))
             try:
                 backbones[name] = cls(
@@ -179,16 +221,16 @@ class MMDiT(ModelMixin, ConfigMixin):
             offset += length
         return segments
 
-    def _masks(self, batches, joint_view) -> tuple[dict, dict]:
+    def _masks(self, batches, joint_view, active) -> tuple[dict, dict]:
         """Compile the attention masks of this forward pass once: per stream, and per set of joint streams."""
         alone = {}
-        for name in self.stream_names:
+        for name in active:
             valid = batches[name].valid if self.config.mask_padding else None
             alone[name] = build_attention_mask(MaskPolicy(), self._segments([name], batches), key_valid=valid)
         joint = {}
         for step in self.joint_steps:
-            names = tuple(n for n in self.stream_names if self.backbones[n].depth > step)
-            if names in joint:
+            names = tuple(n for n in active if self.backbones[n].depth > step)
+            if len(names) < 2 or names in joint:
                 continue
             valid = torch.cat([batches[n].valid for n in names], dim=1) if self.config.mask_padding else None
             view = torch.stack([joint_view[n] for n in names], dim=1)
@@ -206,12 +248,19 @@ class MMDiT(ModelMixin, ConfigMixin):
         batches: Mapping[str, StreamBatch],
         drop: Mapping[str, torch.Tensor | bool] | torch.Tensor | bool | None = None,
         joint_view: Mapping[str, torch.Tensor | bool] | torch.Tensor | bool | None = None,
+        absent: Sequence[str] = (),
     ) -> ForwardPlan:
         """Everything of a forward pass that does not change between sampling steps (see ``ForwardPlan``)."""
-        return self._plan(batches, drop, joint_view)
+        return self._plan(batches, drop, joint_view, absent)
 
-    def _plan(self, batches, drop, joint_view) -> ForwardPlan:
+    def _plan(self, batches, drop, joint_view, absent=()) -> ForwardPlan:
         check_batches(self.specs, batches)
+        unknown = sorted(set(absent) - set(self.specs))
+        if unknown:
+            raise KeyError(f"absent names unknown stream(s) {unknown}; streams are {self.stream_names}")
+        active = tuple(n for n in self.stream_names if n not in absent)
+        if not active:
+            raise ValueError("every stream is absent; at least one must be computed")
         first = batches[self.stream_names[0]]
         b, device = first.batch_size, first.latent.device
         drops = self._per_stream(drop, b, device, "drop", False)
@@ -230,9 +279,9 @@ class MMDiT(ModelMixin, ConfigMixin):
             tables[name] = rotary_table(self.backbones[name].rotary_embed(pos))
         # None when nothing is padded, so the blocks skip masking (checked once here, not in every layer)
         padding = {n: None if bool(batches[n].valid.all()) else batches[n].valid for n in self.stream_names}
-        alone_masks, joint_masks = self._masks(batches, views)
-        prepared = {n: self.backbones[n].prepare(batches[n], drops[n]) for n in self.stream_names}
-        return ForwardPlan(drops, views, tables, padding, alone_masks, joint_masks, prepared)
+        alone_masks, joint_masks = self._masks(batches, views, active)
+        prepared = {n: self.backbones[n].prepare(batches[n], drops[n]) for n in active}
+        return ForwardPlan(drops, views, tables, padding, alone_masks, joint_masks, prepared, active)
 
     def forward(
         self,
@@ -242,6 +291,7 @@ class MMDiT(ModelMixin, ConfigMixin):
         drop: Mapping[str, torch.Tensor | bool] | torch.Tensor | bool | None = None,
         joint_view: Mapping[str, torch.Tensor | bool] | torch.Tensor | bool | None = None,
         plan: ForwardPlan | None = None,
+        absent: Sequence[str] = (),
     ) -> dict[str, torch.Tensor]:
         """Velocity of every stream.
 
@@ -251,29 +301,32 @@ class MMDiT(ModelMixin, ConfigMixin):
             batches: ``StreamBatch`` per stream (context, masks, conditions).
             drop: Per stream, per sample: hide that stream's conditions (classifier-free guidance).
             joint_view: Per stream, per sample: False makes the stream's queries ignore the other streams.
-            plan: A ``ForwardPlan`` from ``plan(batches, drop, joint_view)`` (then ``drop`` and ``joint_view``
-                are taken from it); built here when None.
+            plan: A ``ForwardPlan`` from ``plan(batches, drop, joint_view, absent)`` (then ``drop``,
+                ``joint_view`` and ``absent`` are taken from it); built here when None.
+            absent: Streams left out of the computation (a task that does not involve them): no other stream
+                attends to them and their velocity is zero. Their lengths still set the other streams' positions.
         """
         if plan is None:
-            plan = self._plan(batches, drop, joint_view)
+            plan = self._plan(batches, drop, joint_view, absent)
+        active = plan.active
         first = batches[self.stream_names[0]]
         b, device = first.batch_size, first.latent.device
         times = {}
-        for name in self.stream_names:
+        for name in active:
             t_n = t[name] if isinstance(t, Mapping) else t
             t_n = torch.as_tensor(t_n, device=device, dtype=x_t[name].dtype)
             times[name] = t_n.expand(b) if t_n.ndim == 0 else t_n
 
         hidden, conditioning = {}, {}
-        for name, backbone in self.backbones.items():
-            hidden[name], conditioning[name] = backbone.embed(
+        for name in active:
+            hidden[name], conditioning[name] = self.backbones[name].embed(
                 x_t[name], times[name], batches[name], plan.drops[name], prepared=plan.prepared.get(name)
             )
         tables, padding = plan.tables, plan.padding
         alone_masks, joint_masks = plan.alone_masks, plan.joint_masks
 
         for step in range(self.num_steps):
-            present = tuple(n for n in self.stream_names if self.backbones[n].depth > step)
+            present = tuple(n for n in active if self.backbones[n].depth > step)
             inputs = {}
             for name in present:
                 backbone = self.backbones[name]
@@ -294,8 +347,9 @@ class MMDiT(ModelMixin, ConfigMixin):
                 hidden[name] = block.finish(hidden[name], outputs[name], inputs[name][3], padding[name])
 
         return {
-            name: backbone.output(hidden[name], conditioning[name], batches[name])
-            for name, backbone in self.backbones.items()
+            name: self.backbones[name].output(hidden[name], conditioning[name], batches[name]) if name in active
+            else torch.zeros_like(x_t[name])
+            for name in self.stream_names
         }
 
     # ---------------------------------------------------------------------------------------------- loading

@@ -50,8 +50,11 @@ def test_bad_hook_signature_is_refused():
 
 def test_unknown_names_point_at_the_fix():
     registry = build_registry(load_entry_points=False)
-    with pytest.raises(PluginError, match="no backbone named 'f5tts_dit'.*pip install"):
+    with pytest.raises(PluginError, match="no backbone named 'f5tts_dit'.*install the plugin that provides it") as error:
         registry.backbone("f5tts_dit")
+    with pytest.raises(PluginError, match="no mask preset named 'jam'") as preset_error:
+        registry.mask_preset("jam")
+    assert "audio" not in str(error.value) and "audio" not in str(preset_error.value)  # no unrelated plugin named
 
 
 def test_cli_lists_plugins(capsys):
