@@ -13,11 +13,12 @@ from __future__ import annotations
 
 import logging
 import os
-import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from mmflow.io import atomic_path, check_replaceable_file
 
 from .mel import SAMPLE_RATE
 
@@ -234,6 +235,21 @@ def load_audio(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> 
     return resample(to_mono(audio), rate, sample_rate)
 
 
+def require_audible(audio: np.ndarray, source, what: str = "a file") -> np.ndarray:
+    """Refuse silent audio (peak below :data:`SILENCE_PEAK`), naming ``source``; returns ``audio``."""
+    peak = float(np.max(np.abs(audio))) if np.size(audio) else 0.0
+    if peak < SILENCE_PEAK:
+        raise AudioInputError(
+            f"{source}: is silent (peak amplitude {peak:.2e} < {SILENCE_PEAK:.0e}); give {what} with audible speech"
+        )
+    return audio
+
+
+def load_speech(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Given speech (e.g. for audio → motion): :func:`load_audio`, refusing silent files by name."""
+    return require_audible(load_audio(path, sample_rate), path, "speech")
+
+
 def load_reference_audio(
     path: str | os.PathLike[str],
     *,
@@ -249,13 +265,7 @@ def load_reference_audio(
     than ``min_seconds``.
     """
     audio, rate = read_audio(path)
-    mono = to_mono(audio)
-    peak = float(np.max(np.abs(mono)))
-    if peak < SILENCE_PEAK:
-        raise AudioInputError(
-            f"{path}: is silent (peak amplitude {peak:.2e} < {SILENCE_PEAK:.0e}); give a reference with "
-            "audible speech"
-        )
+    mono = require_audible(to_mono(audio), path, "a reference")
     seconds = mono.shape[-1] / rate
     if seconds < min_seconds:
         raise AudioInputError(
@@ -302,12 +312,7 @@ def write_wav(
     import soundfile
 
     frames = audio.T if audio.ndim == 2 else audio
-    # A unique sibling name (not mkstemp, whose 0600 mode would survive the rename).
-    tmp_name = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        soundfile.write(tmp_name, frames, sample_rate, subtype=subtype, format="WAV")
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    check_replaceable_file(path)  # before encoding: a folder at ``path`` is refused, never replaced
+    with atomic_path(path) as tmp:
+        soundfile.write(tmp, frames, sample_rate, subtype=subtype, format="WAV")
     return path

@@ -34,38 +34,53 @@ def _span(value: str) -> tuple[str, float, float]:
         raise argparse.ArgumentTypeError(f"--span takes STREAM:START:END seconds (e.g. audio:1.0:1.6), got {value!r}") from None
 
 
-def _writable_folder(path: Path) -> None:
-    """Fail before any heavy work when the output folder cannot be written."""
-    from mmflow.io import writable_folder
+def _spans(args) -> dict[str, list]:
+    spans: dict[str, list] = {}
+    for stream, start, end in args.span or []:
+        spans.setdefault(stream, []).append((start, end))
+    return spans
 
-    try:
-        writable_folder(path)
-    except OSError as error:
-        raise SystemExit(f"mmflow generate: {error}; choose another --out") from error
+
+def _guidance(args) -> dict[str, float]:
+    return {"audio": args.cfg if args.cfg_audio is None else args.cfg_audio,
+            "motion": args.cfg if args.cfg_motion is None else args.cfg_motion}
 
 
 def _generate(args) -> int:
-    import torch
+    """Check what needs no model first (output names, numbers), then run with the output folder locked against a
+    second run; a failed run removes only the empty folders it created, and reports one line."""
+    from mmflow.io import OutputLockedError, check_replaceable_file, folder_lock, output_folder
 
-    from .default_model import default_model_path
-    from .outputs import OUTPUT_KINDS
-    from .pipeline import JAMFlowPipeline
+    from .outputs import OUTPUT_KINDS, output_paths
+    from .validation import check_call_arguments
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     kinds = [kind.strip() for kind in args.outputs.split(",") if kind.strip()]
     unknown = sorted(set(kinds) - set(OUTPUT_KINDS))
     if unknown:
         raise ValueError(f"--outputs has unknown kind(s) {unknown}; choose from {','.join(OUTPUT_KINDS)}")
-    out = Path(args.out)
-    _writable_folder(out)
+    try:
+        for path in output_paths(args.out, args.stem, kinds)[0].values():
+            check_replaceable_file(path)
+        check_call_arguments(speed=args.speed, duration=args.duration, num_inference_steps=args.steps,
+                             guidance_scale=_guidance(args), seed=args.seed, spans=_spans(args))
+        with output_folder(args.out) as folder, folder_lock(folder):
+            return _generate_into(Path(args.out), kinds, args)
+    except (OSError, OutputLockedError) as error:  # output folder problems: one line, as mmflow does for the rest
+        print(f"mmflow: error: {error}", file=sys.stderr)
+        return 2
+
+
+def _generate_into(out: Path, kinds: list[str], args) -> int:
+    import torch
+
+    from .default_model import default_model_path
+    from .pipeline import JAMFlowPipeline
+
     model = Path(args.model) if args.model else default_model_path()
     pipe = JAMFlowPipeline.from_pretrained(model)
     pipe.to(args.device)
-    spans: dict[str, list] = {}
-    for stream, start, end in args.span or []:
-        spans.setdefault(stream, []).append((start, end))
-    guidance = {"audio": args.cfg if args.cfg_audio is None else args.cfg_audio,
-                "motion": args.cfg if args.cfg_motion is None else args.cfg_motion}
+    spans, guidance = _spans(args), _guidance(args)
     portrait = args.portrait
     if portrait is None and not args.no_video and args.task != "tts":
         from mmflow_motion_liveportrait.face import demo_portrait_path

@@ -28,13 +28,14 @@ import torch
 from diffusers import DiffusionPipeline
 from mmflow_audio_f5tts.audio_io import (
     ReferenceAudio,
-    load_audio,
     load_reference_audio,
+    load_speech,
     normalize_rms,
+    require_audible,
     restore_rms,
 )
 from mmflow_audio_f5tts.backbone import TEXT_KEY
-from mmflow_audio_f5tts.mel import N_MELS, MelSpectrogram
+from mmflow_audio_f5tts.mel import N_MELS, SAMPLE_RATE, MelSpectrogram
 from mmflow_audio_f5tts.text import PAD_ID, estimate_duration, prompt_text, reference_frames
 from mmflow_audio_f5tts.tts import chunk_text, finish_reference_text
 from mmflow_audio_f5tts.vocoder import GriffinLimVocoder
@@ -46,7 +47,9 @@ from mmflow.long_form import LongFormSampler, StreamTrack, Timeline, common_peri
 from mmflow.plugins import get_registry
 from mmflow.tasks import span_frames
 
+from .model_folder import check_model_folder
 from .outputs import JAMFlowOutput
+from .validation import WINDOW, check_call_arguments, check_seconds, motion_kind
 
 logger = logging.getLogger(__name__)
 
@@ -100,6 +103,7 @@ def _resample_motion(exp: np.ndarray, fps: float) -> np.ndarray:
     if abs(fps - MOTION_FPS) < 1e-6:
         return exp
     seconds = len(exp) / fps
+    check_seconds(seconds, "the given motion")
     frames = max(1, round(seconds * MOTION_FPS))
     src = np.arange(len(exp)) / fps
     dst = np.arange(frames) / MOTION_FPS
@@ -152,7 +156,7 @@ class JAMFlowPipeline(DiffusionPipeline):
             vocoder=vocoder,
             renderer=renderer,
         )
-        self.register_to_config(max_seconds=float(max_seconds))
+        self.register_to_config(max_seconds=WINDOW.check("max_seconds (the model's window)", max_seconds))
         self.mel = MelSpectrogram()
 
     # -------------------------------------------------------------------------------------------- loading
@@ -160,8 +164,21 @@ class JAMFlowPipeline(DiffusionPipeline):
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Load a saved pipeline folder; a missing plugin is reported with the package to install."""
-        _check_plugins(pretrained_model_name_or_path)
+        check_model_folder(pretrained_model_name_or_path)
         return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
+    def cli_main(cls, argv: list[str], folder) -> int:
+        """``mmflow generate`` for a JAM-Flow folder: JAM-Flow's own flags (``--text``, ``--portrait``...)."""
+        import argparse
+
+        from .cli import add_generate
+
+        parser = argparse.ArgumentParser(prog="mmflow")
+        add_generate(parser.add_subparsers())
+        args = parser.parse_args(["generate", *argv])
+        args.model = args.model or str(folder)
+        return args.run(args)
 
     @property
     def aligned(self) -> bool:
@@ -236,6 +253,8 @@ class JAMFlowPipeline(DiffusionPipeline):
             raise ValueError(f"unknown task {task!r}; choose one of {sorted(TASK_INPUTS)}")
         if output_type not in ("np", "latent"):
             raise ValueError(f"output_type must be 'np' or 'latent', got {output_type!r}")
+        check_call_arguments(speed=speed, duration=duration, num_inference_steps=num_inference_steps,
+                             guidance_scale=guidance_scale, seed=seed, spans=spans)
         prompts = self._load_inputs(task, text, ref_audio, ref_text, audio, motion, liveportrait_weights, seed)
         render = renderer
         if render is None and portrait is not None and output_type == "np" and task != "tts":
@@ -302,7 +321,11 @@ class JAMFlowPipeline(DiffusionPipeline):
                 raise MissingInputError(f"task {task!r} takes no audio=... (given speech); for a reference voice "
                                         f"pass ref_audio= and ref_text=")
             if audios[i] is not None:
-                wave = audios[i] if isinstance(audios[i], np.ndarray) else load_audio(audios[i])
+                if isinstance(audios[i], np.ndarray):
+                    source, wave = f"audio[{i}]", require_audible(audios[i], f"audio[{i}]")
+                else:
+                    source, wave = audios[i], load_speech(audios[i])
+                check_seconds(len(wave) / SAMPLE_RATE, f"audio {source}")
                 given_audio, rms = normalize_rms(np.asarray(wave, np.float32))
             given_motion = None
             if motions[i] is not None and task != "tts":
@@ -322,7 +345,7 @@ class JAMFlowPipeline(DiffusionPipeline):
         if isinstance(motion, MotionTemplate):
             return _resample_motion(motion.exp, motion.fps)
         path = os.fspath(motion)
-        if path.lower().endswith((".pkl", ".npz")):
+        if motion_kind(path) == "template":
             template = load_motion_template(path)
             return _resample_motion(template.exp, template.fps)
         if weights is None:
@@ -412,6 +435,7 @@ class JAMFlowPipeline(DiffusionPipeline):
                 n_gen = spec_a.num_frames(Fraction(len(given_exp), MOTION_FPS))
             else:
                 n_gen = self._gen_frames(prompt, text, duration, speed)
+                check_seconds(n_gen / spec_a.frame_rate, "the speech to generate")
             if snap:
                 n_gen = -(-n_gen // grid_a) * grid_a
             mel, audio_given = torch.zeros(n_gen, N_MELS), False
@@ -536,36 +560,3 @@ def _concat(pieces: list[torch.Tensor], fade: int) -> torch.Tensor:
         out = torch.cat([out[:-n], (1 - w) * out[-n:] + w * piece[:n], piece[n:]])
     return out
 
-
-_DISTRIBUTIONS = {
-    "mmflow": "mmflow",
-    "mmflow_audio_f5tts": "mmflow-audio-f5tts (plugins/audio_f5tts)",
-    "mmflow_motion_liveportrait": "mmflow-motion-liveportrait (plugins/motion_liveportrait)",
-    "mmflow_jamflow": "mmflow-jamflow (plugins/jamflow)",
-}
-
-
-def _check_plugins(folder) -> None:
-    """Every component's module must import; otherwise name the package that provides it."""
-    import importlib
-    import json
-    from pathlib import Path
-
-    index = Path(folder) / "model_index.json"
-    if not index.is_file():
-        raise FileNotFoundError(f"{folder} is not a saved pipeline (no model_index.json); save one with "
-                                f"pipeline.save_pretrained(folder)")
-    config = json.loads(index.read_text())
-    for name, value in config.items():
-        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
-            continue
-        module = value[0]
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            top = module.split(".")[0]
-            package = _DISTRIBUTIONS.get(top, top.replace("_", "-"))
-            raise ImportError(
-                f"component {name!r} of {folder} needs the module {module!r}, which is not installed: install "
-                f"`{package}` (pip install {package.split(' ')[0]})"
-            ) from error

@@ -17,6 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from mmflow.io import atomic_path
+from mmflow.validation import Range
 
 logger = logging.getLogger(__name__)
 
@@ -24,6 +25,11 @@ logger = logging.getLogger(__name__)
 class MotionTemplateError(ValueError):
     """A motion-template file is unreadable or does not have the expected layout."""
 
+
+FPS_RANGE = Range(1.0, 1000.0)
+"""Frame rates a motion template may have; far outside, resampling it to 25 fps would make absurd sizes."""
+MAX_FILE_BYTES = 512 * 2**20
+"""Largest motion-template file read (10 minutes of a full LivePortrait template take about 15 MB)."""
 
 # Per-frame array shapes; K is the number of keypoints (21 for LivePortrait).
 _REQUIRED_FIELDS = ("scale", "R", "exp", "t")
@@ -67,6 +73,8 @@ class MotionTemplate:
         num_kp = np.shape(self.exp)[1] if num_frames is not None else None
         if num_frames is None:
             raise ValueError(f"MotionTemplate.exp must be T×K×3; got shape {np.shape(self.exp)}.")
+        if num_frames == 0:
+            raise ValueError("the motion has 0 frames; give a template with at least one frame.")
         for field in _REQUIRED_FIELDS + _OPTIONAL_FIELDS:
             value = getattr(self, field)
             if value is None:
@@ -78,9 +86,7 @@ class MotionTemplate:
             if not np.all(np.isfinite(array)):
                 raise ValueError(f"MotionTemplate.{field} contains NaN or infinite values.")
             setattr(self, field, array)
-        if not (isinstance(self.fps, int | float | np.number) and math.isfinite(self.fps) and self.fps > 0):
-            raise ValueError(f"MotionTemplate.fps must be a positive number; got {self.fps!r}.")
-        self.fps = float(self.fps)
+        self.fps = FPS_RANGE.check("the motion's fps", self.fps, "a LivePortrait template is usually at 25 or 30")
 
     @property
     def num_frames(self) -> int:
@@ -101,6 +107,10 @@ def load_motion_template(path: str | os.PathLike) -> MotionTemplate:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"motion template {str(path)!r} does not exist.")
+    size = path.stat().st_size
+    if size > MAX_FILE_BYTES:
+        raise MotionTemplateError(f"{path}: {size / 2**20:.0f} MiB is larger than a motion template can be "
+                                  f"({MAX_FILE_BYTES / 2**20:.0f} MiB); give a shorter motion.")
     suffix = path.suffix.lower()
     if suffix == ".pkl":
         return _read_pkl(path)
@@ -149,8 +159,11 @@ def _write_npz(template: MotionTemplate, stream) -> None:
 
 def _read_npz(path: Path) -> MotionTemplate:
     try:
+        _check_npz_sizes(path)
         with np.load(path, allow_pickle=False) as archive:
             contents = {name: archive[name] for name in archive.files}
+    except MotionTemplateError:
+        raise
     except (zipfile.BadZipFile, OSError, ValueError, EOFError) as error:
         raise MotionTemplateError(f"{path}: not a readable .npz archive ({error}).") from error
     missing = [name for name in _REQUIRED_FIELDS if name not in contents]
@@ -163,6 +176,28 @@ def _read_npz(path: Path) -> MotionTemplate:
         raise MotionTemplateError(f"{path}: unexpected arrays {unknown}.")
     fps = float(contents.pop("fps")) if "fps" in contents else 25.0
     return _build(path, contents, fps)
+
+
+def _check_npz_sizes(path: Path) -> None:
+    """Refuse an archive whose arrays would need more memory than :data:`MAX_FILE_BYTES`, before numpy allocates.
+
+    ``np.load`` allocates what each member's header declares before it reads the data, so a tiny file could ask
+    for any amount; here the headers are read first and the declared sizes added up.
+    """
+    total = 0
+    with zipfile.ZipFile(path) as archive:
+        for info in archive.infolist():
+            if not info.filename.endswith(".npy"):
+                continue
+            with archive.open(info) as member:
+                version = np.lib.format.read_magic(member)
+                read_header = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
+                    np.lib.format.read_array_header_2_0
+                shape, _, dtype = read_header(member)
+            total += math.prod(shape) * dtype.itemsize
+            if total > MAX_FILE_BYTES:
+                raise MotionTemplateError(f"{path}: its arrays would take more than {MAX_FILE_BYTES / 2**20:.0f} MiB "
+                                          f"(array {info.filename[:-4]!r} has shape {shape}); not a motion template.")
 
 
 # .pkl ------------------------------------------------------------------------------------------------------------
@@ -182,14 +217,63 @@ _PICKLE_ALLOWED = {
 
 
 class _TemplateUnpickler(pickle.Unpickler):
-    """Refuses every global outside :data:`_PICKLE_ALLOWED`, so unpickling cannot execute code."""
+    """Refuses every global outside :data:`_PICKLE_ALLOWED`, so unpickling cannot execute code, and every array
+    larger than the file itself (a genuine array's data are in the file), so it cannot allocate absurd memory."""
+
+    def __init__(self, stream, max_bytes: int):
+        super().__init__(stream)
+        self.max_bytes = max_bytes
 
     def find_class(self, module: str, name: str):
         if (module, name) not in _PICKLE_ALLOWED:
             raise pickle.UnpicklingError(f"global '{module}.{name}' is not allowed in a motion template")
         if module.startswith("numpy.core.") and int(np.__version__.split(".")[0]) >= 2:
             module = "numpy._core." + module[len("numpy.core.") :]  # numpy 2 moved numpy.core
-        return getattr(importlib.import_module(module), name)
+        target = getattr(importlib.import_module(module), name)
+        return _bounded(target, name, self.max_bytes)
+
+
+def _bounded(target, name: str, max_bytes: int):
+    """``target`` (an allowed numpy constructor) with the array size it is asked for checked first."""
+
+    def check(shape, dtype) -> None:
+        shape = (shape,) if isinstance(shape, int) else tuple(shape)
+        if not all(isinstance(n, int) and n >= 0 for n in shape):
+            raise pickle.UnpicklingError(f"array shape {shape} is not a shape")
+        size = math.prod(shape) * np.dtype(dtype).itemsize
+        if size > max_bytes:
+            raise pickle.UnpicklingError(f"an array of shape {shape} ({size} bytes) is larger than the file")
+
+    if name == "ndarray":
+
+        class BoundedArray(np.ndarray):  # the class itself is pickled as _reconstruct's argument
+            def __new__(cls, shape, dtype=float, *args, **kwargs):
+                check(shape, dtype)
+                return np.ndarray.__new__(np.ndarray, shape, dtype, *args, **kwargs)
+
+        return BoundedArray
+    if name == "_reconstruct":
+
+        def reconstruct(subtype, shape, dtype):
+            check(shape, dtype)
+            return target(np.ndarray if issubclass(subtype, np.ndarray) else subtype, shape, dtype)
+
+        return reconstruct
+    if name == "_frombuffer":
+
+        def frombuffer(buffer, dtype, shape, order):
+            check(shape, dtype)
+            return target(buffer, dtype, shape, order)
+
+        return frombuffer
+    if name == "scalar":
+
+        def scalar(dtype, *args):
+            check((), dtype)
+            return target(dtype, *args)
+
+        return scalar
+    return target
 
 
 def _write_pkl(template: MotionTemplate, stream) -> None:
@@ -223,7 +307,7 @@ def _stack_frames(path: Path, field: str, values: list, shape: tuple[int, ...]) 
 def _read_pkl(path: Path) -> MotionTemplate:
     try:
         with path.open("rb") as stream:
-            payload = _TemplateUnpickler(stream).load()
+            payload = _TemplateUnpickler(stream, max_bytes=path.stat().st_size).load()
     except (
         pickle.UnpicklingError,
         EOFError,

@@ -27,6 +27,9 @@ from mmflow.io import atomic_path
 
 logger = logging.getLogger(__name__)
 
+VIDEO_SUFFIXES = (".mp4", ".mov", ".m4v", ".mkv", ".webm", ".avi", ".mpg", ".mpeg", ".flv", ".wmv", ".3gp")
+"""Extensions taken as videos where a file may be a video or something else (a motion template, an image)."""
+
 # Frame-interval spread (relative to the median interval) above which a stream counts as variable-rate.
 VFR_TOLERANCE = 0.1
 
