@@ -47,28 +47,35 @@ def _guidance(args) -> dict[str, float]:
 
 
 def _generate(args) -> int:
-    """Check what needs no model first (output names, numbers), then run with the output folder locked against a
-    second run; a failed run removes only the empty folders it created, and reports one line."""
-    from mmflow.io import OutputLockedError, check_replaceable_file, folder_lock, output_folder
+    from mmflow.io import OutputLockedError
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return run_generate(args)
+    except (OSError, OutputLockedError) as error:  # output folder problems: one line, as mmflow does for the rest
+        print(f"mmflow: error: {error}", file=sys.stderr)
+        return 2
+
+
+def run_generate(args) -> int:
+    """``mmflow generate`` with parsed ``args``; bad input raises. What needs no model (output names, numbers) is
+    checked first, then the run holds a lock on the output folder against a second run; a failed run removes
+    only the empty folders it created."""
+    from mmflow.io import check_replaceable_file, folder_lock, output_folder
 
     from .outputs import OUTPUT_KINDS, output_paths
     from .validation import check_call_arguments
 
-    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     kinds = [kind.strip() for kind in args.outputs.split(",") if kind.strip()]
     unknown = sorted(set(kinds) - set(OUTPUT_KINDS))
     if unknown:
         raise ValueError(f"--outputs has unknown kind(s) {unknown}; choose from {','.join(OUTPUT_KINDS)}")
-    try:
-        for path in output_paths(args.out, args.stem, kinds)[0].values():
-            check_replaceable_file(path)
-        check_call_arguments(speed=args.speed, duration=args.duration, num_inference_steps=args.steps,
-                             guidance_scale=_guidance(args), seed=args.seed, spans=_spans(args))
-        with output_folder(args.out) as folder, folder_lock(folder):
-            return _generate_into(Path(args.out), kinds, args)
-    except (OSError, OutputLockedError) as error:  # output folder problems: one line, as mmflow does for the rest
-        print(f"mmflow: error: {error}", file=sys.stderr)
-        return 2
+    for path in output_paths(args.out, args.stem, kinds)[0].values():
+        check_replaceable_file(path)
+    check_call_arguments(speed=args.speed, duration=args.duration, num_inference_steps=args.steps,
+                         guidance_scale=_guidance(args), seed=args.seed, spans=_spans(args))
+    with output_folder(args.out) as folder, folder_lock(folder):
+        return _generate_into(Path(args.out), kinds, args)
 
 
 def _generate_into(out: Path, kinds: list[str], args) -> int:

@@ -58,6 +58,7 @@ def check_call_arguments(
 
 def check_seconds(seconds: float, what: str) -> None:
     """Refuse an input or a derived size longer than :data:`MAX_SECONDS` before it is allocated."""
+    seconds = float(seconds)
     if not seconds <= MAX_SECONDS:
         raise InputRangeError(f"{what} lasts {seconds:.4g} s; one call handles at most {MAX_SECONDS:.0f} s: split "
                               f"the input (or the text) into shorter parts")
