@@ -15,3 +15,18 @@ def mmflow_backbones():
 @hookimpl
 def mmflow_mask_presets():
     return {"local_global": local_global_policy}
+
+
+@hookimpl
+def mmflow_pipelines():
+    from .pipeline import MMFlowPipeline
+
+    return {"MMFlowPipeline": MMFlowPipeline}
+
+
+@hookimpl
+def mmflow_commands():
+    from .generate_command import add_generate
+    from .training.command import add_train
+
+    return {"generate": add_generate, "train": add_train}

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 
+from .io import OutputLockedError
 from .plugins import KINDS, PluginError, get_registry
 
 
@@ -49,10 +50,14 @@ def main(argv: list[str] | None = None) -> int:
     except PluginError as error:
         print(f"mmflow: error: {error}", file=sys.stderr)
         return 2
-    args = parser.parse_args(argv)
+    args, rest = parser.parse_known_args(argv)
+    if getattr(args, "takes_rest", False):  # a command that parses its own arguments (`mmflow generate`)
+        args.rest = rest
+    elif rest:
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
     try:
         return args.run(args)
-    except (PluginError, ValueError, FileNotFoundError, ImportError) as error:  # bad input: one clear line
+    except (PluginError, ValueError, OSError, ImportError, OutputLockedError) as error:  # bad input: one clear line
         print(f"mmflow: error: {error}", file=sys.stderr)
         return 2
 

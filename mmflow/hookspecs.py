@@ -38,6 +38,17 @@ class MMFlowHookSpecs:
         """
 
     @hookspec
+    def mmflow_pipelines(self) -> dict[str, type]:
+        """Pipeline classes by class name (subclasses of ``mmflow.pipeline.MMFlowPipeline``): a saved model folder
+        whose ``model_index.json`` names one of them loads with it, through ``mmflow generate`` and
+        ``load_pipeline``. Only registered classes are ever loaded from a folder."""
+
+    @hookspec
+    def mmflow_models(self) -> dict[str, str]:
+        """Saved model folders this plugin ships, by name (``mmflow generate --model NAME``); a plugin marks the
+        one to use when ``--model`` is omitted by also naming it ``"default"``."""
+
+    @hookspec
     def mmflow_backbones(self) -> dict[str, type]:
         """Stream backbone classes by name (see ``mmflow.backbone.BackboneProtocol``).
 
@@ -59,4 +70,4 @@ class MMFlowHookSpecs:
     @hookspec
     def mmflow_commands(self) -> dict[str, Callable]:
         """Subcommands of ``mmflow``: ``add(subparsers) -> None`` adds its parser (``set_defaults(run=...)``,
-        ``run(args) -> int``). E.g. the JAM-Flow plugin adds ``mmflow build-jamflow``."""
+        ``run(args) -> int``). E.g. the JAM-Flow plugin adds ``mmflow build-jamflow``; the core adds ``train``."""

@@ -116,6 +116,13 @@ class MMFlowPipeline(DiffusionPipeline):
                     merged[item.name] = TaskInput(known.name, known.description, True)
         return tuple(merged.values())
 
+    @classmethod
+    def cli_main(cls, argv: list[str], folder) -> int:
+        """``mmflow generate`` for a saved folder of this class (``mmflow.generate_command``)."""
+        from .generate_command import generic_cli_main
+
+        return generic_cli_main(cls, argv, folder)
+
     # ------------------------------------------------------------------------------------------ call
 
     def check_inputs(self, task: TaskPreset, inputs: Mapping[str, Any], spans) -> list[dict[str, Any]]:

@@ -28,7 +28,7 @@ from .tasks import TaskPreset
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mmflow.plugins"
-KINDS = ("streams", "stream_codecs", "backbones", "mask_presets", "tasks", "demos", "commands")
+KINDS = ("streams", "stream_codecs", "pipelines", "models", "backbones", "mask_presets", "tasks", "demos", "commands")
 
 
 class PluginError(RuntimeError):
@@ -49,6 +49,8 @@ class Registry:
 
     streams: dict[str, StreamSpec] = field(default_factory=dict)
     stream_codecs: dict[str, Callable] = field(default_factory=dict)
+    pipelines: dict[str, type] = field(default_factory=dict)
+    models: dict[str, str] = field(default_factory=dict)
     backbones: dict[str, type] = field(default_factory=dict)
     mask_presets: dict[str, Callable] = field(default_factory=dict)
     tasks: dict[str, TaskPreset] = field(default_factory=dict)
@@ -144,7 +146,7 @@ def build_registry(extra_plugins: dict[str, object] | None = None, load_entry_po
 
         for specs in results("mmflow_streams"):
             _add(registry, "streams", name, {spec.name: spec for spec in specs})
-        for kind in ("stream_codecs", "backbones", "mask_presets", "demos", "commands"):
+        for kind in ("stream_codecs", "pipelines", "models", "backbones", "mask_presets", "demos", "commands"):
             for items in results(f"mmflow_{kind}"):
                 _add(registry, kind, name, items)
         for tasks in results("mmflow_tasks"):

@@ -178,3 +178,15 @@ def test_a_prepared_plan_gives_the_same_velocities():
     direct = model(x, t, batches, drop={"fast": True}, joint_view=view)
     planned = model(x, t, batches, plan=plan)
     assert all(torch.equal(direct[n], planned[n]) for n in direct)
+
+
+def test_a_stream_config_takes_its_spec_from_the_registered_stream(tmp_path):
+    backbone = {"dim": 16, "depth": 1, "heads": 2, "dim_head": 8}
+    model = MMDiT(streams={"signal": {"frame_rate": "50", "channels": 1, "backbone_config": backbone},
+                           "gesture": {"stream": "gesture", "backbone_config": backbone}})
+    assert model.specs["gesture"].frame_rate == 15 and model.specs["gesture"].channels == 1
+    model.save_pretrained(tmp_path)
+    assert MMDiT.from_pretrained(tmp_path).stream_names == ["signal", "gesture"]  # not the JSON's sorted order
+    with pytest.raises(ValueError, match=r"names the registered stream 'gesture' \(plugin 'toy_gesture'\).*"
+                                         r"frame_rate: config '30/1' vs registered '15/1'"):
+        MMDiT(streams={"g": {"stream": "gesture", "frame_rate": "30", "backbone_config": backbone}})

@@ -21,8 +21,22 @@ def mmflow_tasks():
 
 
 @hookimpl
+def mmflow_pipelines():
+    from .pipeline import JAMFlowPipeline
+
+    return {"JAMFlowPipeline": JAMFlowPipeline}
+
+
+@hookimpl
+def mmflow_models():
+    from .default_model import DEFAULT_MODEL_DIR
+
+    return {"default": str(DEFAULT_MODEL_DIR), "jamflow-default": str(DEFAULT_MODEL_DIR)}
+
+
+@hookimpl
 def mmflow_commands():
-    from .cli import add_build, add_generate
+    from .cli import add_build
     from .preprocess import add_preprocess
 
-    return {"generate": add_generate, "build-jamflow": add_build, "preprocess": add_preprocess}
+    return {"build-jamflow": add_build, "preprocess": add_preprocess}

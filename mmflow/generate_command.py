@@ -1,0 +1,142 @@
+"""``mmflow generate``: run a task of any saved model whose plugins are installed.
+
+    mmflow generate --model FOLDER --task NAME --input NAME=VALUE ... --out DIR
+
+The folder's ``model_index.json`` names its pipeline class, which must be one a plugin registered
+(``mmflow_pipelines``); ``--model`` may also name a model a plugin ships (``mmflow plugins`` lists them), and
+without ``--model`` the shipped ``default`` is used. The pipeline class owns the rest of the command line
+(``cli_main``): ``MMFlowPipeline`` reads the task's declared inputs as ``--input NAME=VALUE`` (``mmflow tasks``
+lists them); a pipeline may offer its own flags (e.g. ``JAMFlowPipeline``'s ``--text``, ``--portrait``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from .plugins import PluginError, get_registry
+
+HELP = "run a task of a saved model (`mmflow generate --model FOLDER --task NAME --help` for its options)"
+
+
+def resolve_model(model: str | None) -> Path:
+    """A model folder from ``--model``: a folder, a model name a plugin ships, or (None) the shipped default."""
+    models = get_registry().models
+    if model is None:
+        if "default" not in models:
+            raise ValueError(f"no default model is installed; pass --model FOLDER (or one of {sorted(models)})")
+        return Path(models["default"])
+    if model in models and not Path(model).exists():
+        return Path(models[model])
+    folder = Path(model)
+    if not (folder / "model_index.json").is_file():
+        known = f" or one of the installed models {sorted(models)}" if models else ""
+        raise FileNotFoundError(f"--model {model}: not a saved pipeline folder (no model_index.json); pass a folder "
+                                f"written by save_pretrained / mmflow train{known}")
+    return folder
+
+
+def pipeline_class(folder: Path) -> type:
+    """The registered pipeline class a saved folder names (nothing else is ever imported for it)."""
+    index = folder / "model_index.json"
+    try:
+        name = json.loads(index.read_text()).get("_class_name")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        raise ValueError(f"{index}: not a readable pipeline index ({error}); save the pipeline again") from error
+    pipelines = get_registry().pipelines
+    if name not in pipelines:
+        raise PluginError(f"{index} names the pipeline class {name!r}, which no installed mmflow plugin registers "
+                          f"(registered: {sorted(pipelines)}); install the plugin that provides it")
+    return pipelines[name]
+
+
+def main(argv: list[str]) -> int:
+    """Find the model's pipeline class, then let it parse the command line and run."""
+    peek = argparse.ArgumentParser(add_help=False)
+    peek.add_argument("--model")
+    known, _ = peek.parse_known_args(argv)
+    wants_help = any(arg in ("-h", "--help") for arg in argv)
+    try:
+        folder = resolve_model(known.model)
+    except (ValueError, FileNotFoundError):
+        if not wants_help:
+            raise
+        print(__doc__)
+        return 0
+    return int(pipeline_class(folder).cli_main(argv, folder) or 0)
+
+
+def add_generate(subparsers) -> None:
+    """``generate`` in ``mmflow --help``; its arguments are the model's (``main`` parses what argparse leaves)."""
+    parser = subparsers.add_parser("generate", help=HELP, add_help=False)
+    parser.set_defaults(run=lambda args: main(args.rest), takes_rest=True)
+
+
+def _input(value: str) -> tuple[str, str]:
+    name, sep, rest = value.partition("=")
+    if not sep or not name.isidentifier():
+        raise argparse.ArgumentTypeError(f"--input takes NAME=VALUE (e.g. signal=clip.npy), got {value!r}")
+    return name, rest
+
+
+def _span(value: str) -> tuple[str, float, float]:
+    try:
+        stream, start, end = value.split(":")
+        return stream, float(start), float(end)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--span takes STREAM:START:END seconds, got {value!r}") from None
+
+
+def _task_listing(pipe) -> str:
+    lines = ["tasks of this model and their inputs (--input NAME=VALUE):"]
+    for name, task in sorted(pipe.tasks.items()):
+        lines.append(f"  {name}: {task.description}")
+        for item in pipe.task_inputs(task):
+            lines.append(f"      {item.name}{'' if item.required else ' (optional)'}: {item.description}")
+    return "\n".join(lines)
+
+
+def generic_cli_main(pipeline_cls, argv: list[str], folder: Path) -> int:
+    """``mmflow generate`` for a pipeline without flags of its own: the task's declared inputs as ``--input``."""
+    import logging
+
+    from .io import folder_lock, output_folder
+
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    pipe = pipeline_cls.from_pretrained(folder)
+    parser = argparse.ArgumentParser(prog="mmflow generate", description=__doc__, epilog=_task_listing(pipe),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--model", help="saved pipeline folder, or the name of an installed model")
+    parser.add_argument("--task", required=True, choices=sorted(pipe.tasks), metavar="TASK",
+                        help="task to run (listed below)")
+    parser.add_argument("--input", type=_input, action="append", default=[], metavar="NAME=VALUE",
+                        help="an input of the task (repeatable); files are read by the stream's codec")
+    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--stem", default="sample", help="output file name stem")
+    parser.add_argument("--steps", type=int, help="solver steps (default: the model's scheduler)")
+    parser.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance scale, generated streams")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--duration", type=float, help="seconds to generate (default: from the given inputs)")
+    parser.add_argument("--span", type=_span, action="append", help="editing tasks: STREAM:START:END (repeatable)")
+    parser.add_argument("--joint-attention", action=argparse.BooleanOptionalAction, default=True,
+                        help="couple the streams (--no-joint-attention: each stream alone, the ablation)")
+    parser.add_argument("--device", default="cpu")
+    args = parser.parse_args(argv)
+    stem = args.stem
+    if not stem or stem.startswith(".") or any(sep in stem for sep in ("/", "\\")) or not stem.isprintable():
+        raise ValueError(f"--stem {stem!r} must be a plain, visible file name such as 'sample'")
+    inputs = dict(args.input)
+    twice = sorted({name for name, _ in args.input if [n for n, _ in args.input].count(name) > 1})
+    if twice:
+        raise ValueError(f"--input names {twice} more than once")
+    spans = {}
+    for stream, start, end in args.span or []:
+        spans.setdefault(stream, []).append((start, end))
+    pipe.to(args.device)
+    result = pipe(args.task, num_inference_steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
+                  duration=args.duration, spans=spans or None, joint_attention=args.joint_attention, **inputs)
+    with output_folder(args.out) as out, folder_lock(out):
+        for path in pipe.save(result, out, stem):  # atomic writes; never over a folder or other non-file
+            print(path)
+    return 0
