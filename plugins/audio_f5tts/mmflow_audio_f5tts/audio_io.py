@@ -247,7 +247,7 @@ def require_audible(audio: np.ndarray, source, what: str = "a file") -> np.ndarr
 
 def load_speech(path: str | os.PathLike[str], sample_rate: int = SAMPLE_RATE) -> np.ndarray:
     """Given speech (e.g. for audio → motion): :func:`load_audio`, refusing silent files by name."""
-    return require_audible(load_audio(path, sample_rate), path, "speech")
+    return require_audible(load_audio(path, sample_rate), path, "a file")
 
 
 def load_reference_audio(

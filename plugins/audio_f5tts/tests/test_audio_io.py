@@ -254,3 +254,22 @@ def test_failed_write_keeps_old_file_and_leaves_no_temp(tmp_path):
         write_wav(target, np.array([0.0, np.nan], np.float32))
     with pytest.raises(FileNotFoundError, match="output folder"):
         write_wav(tmp_path / "missing" / "x.wav", np.zeros(10, np.float32))
+
+
+def test_silent_given_speech_is_refused_by_name(tmp_path):
+    from mmflow_audio_f5tts.audio_io import load_speech
+
+    soundfile.write(tmp_path / "quiet.wav", np.zeros(SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    with pytest.raises(AudioInputError, match=r"quiet\.wav: is silent .* give a file with audible speech"):
+        load_speech(tmp_path / "quiet.wav")
+    soundfile.write(tmp_path / "voice.wav", 0.1 * np.ones(SAMPLE_RATE, np.float32), SAMPLE_RATE)
+    assert load_speech(tmp_path / "voice.wav").shape == (SAMPLE_RATE,)
+
+
+def test_write_wav_never_replaces_a_folder(tmp_path):
+    (tmp_path / "out.wav").mkdir()
+    (tmp_path / "out.wav" / "precious.txt").write_text("the user's")
+    with pytest.raises(FileExistsError, match=r"out\.wav exists and is a folder"):
+        write_wav(tmp_path / "out.wav", np.zeros(100, np.float32))
+    assert (tmp_path / "out.wav" / "precious.txt").read_text() == "the user's"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]

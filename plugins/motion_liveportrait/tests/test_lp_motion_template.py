@@ -188,3 +188,55 @@ def test_template_validation_names_the_field():
         MotionTemplate(scale=template.scale, R=template.R, exp=template.exp, t=template.t, fps=0)
     with pytest.raises(ValueError, match="NaN"):
         MotionTemplate(scale=template.scale * np.nan, R=template.R, exp=template.exp, t=template.t)
+
+
+# Opcodes of tiny pickles that use only allowed globals yet ask numpy for 256 GiB (2**38 elements).
+_HUGE_SHAPE = b"\x8a\x05\x00\x00\x00\x00\x40\x85"  # LONG1 2**38, TUPLE1
+_ND = b"\x8c\x05numpy\x8c\x07ndarray\x93"
+_HUGE_PICKLES = {
+    "_reconstruct": b"\x80\x04\x8c\x16numpy._core.multiarray\x8c\x0c_reconstruct\x93" + _ND + _HUGE_SHAPE
+    + b"C\x01b\x87R.",
+    "ndarray(shape)": b"\x80\x04" + _ND + _HUGE_SHAPE + b"\x85R.",
+    "ndarray.__new__": b"\x80\x04" + _ND + _HUGE_SHAPE + b"\x85\x81.",
+}
+
+
+@pytest.mark.parametrize("name", sorted(_HUGE_PICKLES))
+def test_allowed_globals_cannot_allocate_more_than_the_file_holds(tmp_path, name):
+    path = tmp_path / "huge.pkl"
+    path.write_bytes(_HUGE_PICKLES[name])
+    assert path.stat().st_size < 128
+    with pytest.raises(MotionTemplateError, match=r"huge\.pkl: .*larger than the file"):
+        load_motion_template(path)
+
+
+def test_npz_headers_are_checked_before_numpy_allocates(tmp_path):
+    import zipfile
+
+    header = "{'descr': '<f4', 'fortran_order': False, 'shape': (68719476736,), }"
+    header += " " * (63 - (10 + len(header)) % 64) + "\n"
+    with zipfile.ZipFile(tmp_path / "lies.npz", "w") as archive:
+        archive.writestr("exp.npy", b"\x93NUMPY\x01\x00" + len(header).to_bytes(2, "little") + header.encode()
+                         + bytes(16))
+    with pytest.raises(MotionTemplateError, match=r"lies\.npz: its arrays would take more than"):
+        load_motion_template(tmp_path / "lies.npz")
+
+
+@pytest.mark.parametrize("fps", [1e-9, 0.5, 1e4, float("inf")])
+def test_fps_out_of_range_is_refused_by_file(tmp_path, fps):
+    np.savez(tmp_path / "clip.npz", fps=np.float64(fps), **random_template().arrays())
+    with pytest.raises(MotionTemplateError, match=r"clip\.npz: the motion's fps must be a number in \[1, 1000\]"):
+        load_motion_template(tmp_path / "clip.npz")
+
+
+def test_zero_frames_are_refused_by_file(tmp_path):
+    np.savez(tmp_path / "empty.npz", **{k: v[:0] for k, v in random_template().arrays().items()})
+    with pytest.raises(MotionTemplateError, match=r"empty\.npz: the motion has 0 frames"):
+        load_motion_template(tmp_path / "empty.npz")
+
+
+def test_oversized_files_are_refused_before_reading(tmp_path, monkeypatch):
+    path = save_motion_template(random_template(), tmp_path / "clip.pkl")
+    monkeypatch.setattr(motion_template, "MAX_FILE_BYTES", path.stat().st_size - 1)
+    with pytest.raises(MotionTemplateError, match=r"clip\.pkl: .* larger than a motion template can be"):
+        load_motion_template(path)
