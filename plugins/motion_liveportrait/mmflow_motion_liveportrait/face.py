@@ -56,6 +56,14 @@ CHIN = 8
 # are then fitted on the full-resolution image).
 DETECTION_MAX_SIDE = 640
 
+MAX_IMAGE_PIXELS = 40_000_000
+"""Portraits with more pixels are refused before they are decoded (an 8000×8000 JPEG is 2 MB on disk but 192 MB
+decoded, and frames rendered at that size exhaust memory); 40 MP admits any camera photo up to 7300×5500."""
+MAX_RENDER_SIDE = 1024
+"""Default longer side of rendered frames: larger portraits are reduced to it before any work (the face crop is
+512² anyway); ``size=`` asks for another output size, up to :data:`RENDER_SIDE_RANGE`."""
+RENDER_SIDE_RANGE = (64, 2048)
+
 
 class FaceError(ValueError):
     """Base class: the input cannot be turned into a usable face crop."""
@@ -71,6 +79,10 @@ class NoFaceError(FaceError):
 
 class FaceTooSmallError(FaceError):
     """A face was found but is too small to crop to 256² without a heavy upscale."""
+
+
+class ImageTooLargeError(ImageReadError):
+    """The image has more pixels than :data:`MAX_IMAGE_PIXELS`; refused before decoding."""
 
 
 class DetectorUnavailableError(ImportError):
@@ -118,6 +130,7 @@ def _array_to_rgb(array: np.ndarray, name: str | None) -> np.ndarray:
         )
     if min(array.shape[:2]) < 16:
         raise ImageReadError(f"{what}: image of {array.shape[1]}×{array.shape[0]} pixels is too small for a face.")
+    check_pixel_count(array.shape[1], array.shape[0], name)
     if array.dtype == np.uint8:
         values = array.astype(np.float32)
     elif array.dtype == np.uint16:
@@ -140,13 +153,26 @@ def _array_to_rgb(array: np.ndarray, name: str | None) -> np.ndarray:
     return np.clip(np.rint(values), 0, 255).astype(np.uint8)
 
 
-def _read_image_file(path: Path) -> np.ndarray:
+def check_pixel_count(width: int, height: int, name: str | None) -> None:
+    """Refuse an image of more than :data:`MAX_IMAGE_PIXELS` pixels (called before it is decoded)."""
+    if width * height > MAX_IMAGE_PIXELS:
+        raise ImageTooLargeError(
+            f"{_describe(name)}: {width}×{height} pixels ({width * height / 1e6:.0f} MP) is over the limit of "
+            f"{MAX_IMAGE_PIXELS / 1e6:.0f} MP (MAX_IMAGE_PIXELS) for a portrait; downscale it (e.g. to 2000 px "
+            f"on the longer side) and pass that file."
+        )
+
+
+def _read_image_file(path: Path, max_side: int | None = None) -> np.ndarray:
     from PIL import Image, ImageOps, UnidentifiedImageError
 
     if not path.is_file():
         raise FileNotFoundError(f"image {str(path)!r} does not exist; pass the path of a portrait (PNG, JPEG, ...).")
     try:
-        with Image.open(path) as opened:
+        with Image.open(path) as opened:  # lazy: only the header is read here
+            check_pixel_count(*opened.size, str(path))
+            if max_side is not None and opened.format == "JPEG":
+                opened.draft("RGB", (max_side, max_side))  # decode at a reduced scale (≥ max_side) when it can
             opened.load()
             image = ImageOps.exif_transpose(opened)  # phone photos store their rotation in EXIF
     except (UnidentifiedImageError, OSError, SyntaxError) as error:
@@ -166,7 +192,10 @@ def _read_image_file(path: Path) -> np.ndarray:
 
 
 def load_image(image: str | os.PathLike | np.ndarray, name: str | None = None) -> np.ndarray:
-    """A file path or an array → ``H×W×3`` uint8 RGB (see the module docstring for the conversions)."""
+    """A file path or an array → ``H×W×3`` uint8 RGB (see the module docstring for the conversions).
+
+    Images over :data:`MAX_IMAGE_PIXELS` are refused (:class:`ImageTooLargeError`), files before decoding.
+    """
     if isinstance(image, str | os.PathLike):
         return _read_image_file(Path(image))
     if isinstance(image, torch.Tensor):
@@ -178,6 +207,50 @@ def load_image(image: str | os.PathLike | np.ndarray, name: str | None = None) -
             f"{_describe(name)}: expected a file path or a numpy array; got {type(image).__name__}."
         )
     return _array_to_rgb(image, name)
+
+
+def render_side(size: int | None, width: int, height: int) -> int:
+    """The longer side of rendered frames: ``size`` if given (checked), else the image's, at most
+    :data:`MAX_RENDER_SIDE`."""
+    if size is None:
+        return min(max(width, height), MAX_RENDER_SIDE)
+    low, high = RENDER_SIDE_RANGE
+    if isinstance(size, bool) or not isinstance(size, int | np.integer) or not low <= size <= high:
+        raise ValueError(f"size must be an integer number of pixels in [{low}, {high}] (the longer side of the "
+                         f"video); got {size!r}.")
+    return int(size)
+
+
+def load_portrait(image: str | os.PathLike | np.ndarray, size: int | None = None, name: str | None = None) -> np.ndarray:
+    """The portrait at the working resolution: ``H×W×3`` uint8 whose longer side is :func:`render_side`.
+
+    Why: every later step (detection, crop, paste-back, the frames kept for the video) scales with the frame, so
+    the frame is bounded first; a JPEG is even decoded at a reduced scale. Renderers crop the face at 512² and
+    paste it back into this frame, as LivePortrait does.
+    """
+    from PIL import Image
+
+    if isinstance(image, str | os.PathLike):
+        name = name or str(image)
+        path = Path(image)
+        if path.is_file():
+            with Image.open(path) as opened:
+                check_pixel_count(*opened.size, name)
+                side = render_side(size, *opened.size)
+            frame = _read_image_file(path, max_side=side)
+        else:
+            frame = _read_image_file(path)
+    else:
+        frame = load_image(image, name)
+    height, width = frame.shape[:2]
+    side = render_side(size, width, height)
+    if max(height, width) == side:
+        return frame
+    ratio = side / max(height, width)
+    new_size = (max(16, round(width * ratio)), max(16, round(height * ratio)))
+    logger.info("%s: rendering at %d×%d (from %d×%d)", _describe(name), *new_size, width, height)
+    resample = Image.BOX if ratio < 1 else Image.BICUBIC  # area average when shrinking, as cv2.INTER_AREA
+    return np.asarray(Image.fromarray(frame).resize(new_size, resample))
 
 
 # --------------------------------------------------------------------------------------------------------------

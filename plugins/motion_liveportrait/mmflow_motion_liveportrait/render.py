@@ -6,9 +6,9 @@ Two renderers share one interface, ``render(motion) -> uint8 T×H×W×3``:
   appearance feature ``f_s = F(crop)`` and keypoints ``x_s`` are computed once; each driving frame becomes
   keypoints ``x_d = s·(x_c R + e) + t`` (Eq. 2), optionally corrected by the stitching MLP, then
   ``G(W(f_s, x_d, x_s))`` gives a 512² crop that is pasted back into the source frame. Frames are batched.
-* :class:`LandmarkFallbackRenderer` needs no weights: it reads the mouth opening off the mouth keypoints and drops
-  the jaw of the source portrait with a landmark-anchored warp, painting the mouth cavity. It only moves the
-  mouth, but it makes a watchable talking portrait for demos and tests on machines without the official weights.
+* :class:`~.fallback.LandmarkFallbackRenderer` needs no weights: a landmark-anchored 2-D warp of the portrait
+  that reads the whole motion (mouth, eyelids, brows, gaze, approximate head pose; see ``fallback.py``), for
+  demos and tests on machines without the official weights.
 
 Motion is absolute by default (the expression, pose, scale and translation given are used as they are; what is
 not given comes from the source). ``relative=True`` applies LivePortrait's default relative driving instead
@@ -37,7 +37,7 @@ from .face import (
     apply_matrix,
     crop_from_landmarks,
     default_detector,
-    load_image,
+    load_portrait,
     to_uint8,
 )
 from .keypoints import (
@@ -170,6 +170,30 @@ def as_driving_motion(motion) -> DrivingMotion:
 # --------------------------------------------------------------------------------------------------------------
 
 
+def portrait_and_face(
+    source: ImageInput,
+    size: int | None,
+    face: FaceCrop | None,
+    detector: LandmarkDetector | None,
+    crop_config: CropConfig,
+) -> tuple[np.ndarray, FaceCrop]:
+    """The portrait at its working resolution (``face.load_portrait``) and its face crop (detected unless given).
+
+    A given ``face`` must come from a frame of the working size (crop the frame this returns)."""
+    name = str(source) if isinstance(source, str | os.PathLike) else None
+    frame = load_portrait(source, size, name)
+    if face is None:
+        detector = detector or default_detector()
+        return frame, crop_from_landmarks(frame, detector.detect(frame, name).landmarks, crop_config)
+    if tuple(face.frame_size) != frame.shape[:2]:
+        raise ValueError(
+            f"face was cropped from a {face.frame_size[1]}×{face.frame_size[0]} frame but the portrait renders at "
+            f"{frame.shape[1]}×{frame.shape[0]} (size={size}); pass face=None or crop the resized portrait."
+        )
+    return frame, face
+
+
+
 @dataclass
 class LivePortraitNetworks:
     """The networks a renderer needs: F, M, W, G and (optionally) the stitching MLP S."""
@@ -231,7 +255,8 @@ class LivePortraitRenderer:
     networks: :class:`LivePortraitNetworks`, or the official weight folder / :class:`LivePortraitWeights`.
     source: the portrait (path or ``H×W×3`` array). face: its crop when already computed (else detected).
     paste: put the 512² output back into the source frame (else return the crops). use_stitching: apply S
-    (if the networks have one). relative: LivePortrait's relative driving (module docstring).
+    (if the networks have one). relative: LivePortrait's relative driving (module docstring). size: longer side
+    of the pasted frames (default: the portrait's, at most ``face.MAX_RENDER_SIDE``; see ``face.load_portrait``).
     The networks are moved to ``device``/``dtype`` in place. F and M run once here, on the source crop.
     """
 
@@ -249,6 +274,7 @@ class LivePortraitRenderer:
         relative: bool = False,
         detector: LandmarkDetector | None = None,
         crop_config: CropConfig = LIVEPORTRAIT_CROP,
+        size: int | None = None,
     ) -> None:
         if not isinstance(networks, LivePortraitNetworks):
             networks = LivePortraitNetworks.from_weights(networks)
@@ -263,11 +289,7 @@ class LivePortraitRenderer:
         self.networks = networks.to(self.device, dtype)
         self.batch_size, self.paste, self.relative = batch_size, paste, relative
         self.use_stitching = use_stitching and networks.stitching is not None
-        name = str(source) if isinstance(source, str | os.PathLike) else None
-        self.source_frame = load_image(source, name)
-        if face is None:
-            detector = detector or default_detector()
-            face = crop_from_landmarks(self.source_frame, detector.detect(self.source_frame, name).landmarks, crop_config)
+        self.source_frame, face = portrait_and_face(source, size, face, detector, crop_config)
         self.face = face
         self._prepare_source()
         self._paste: PasteBack | None = None
@@ -369,145 +391,12 @@ def expression_for_opening(opening, closed: float = CLOSED_MOUTH_EXP_Y, span: fl
     return exp
 
 
-def _smoothstep(x: torch.Tensor) -> torch.Tensor:
-    x = x.clamp(0, 1)
-    return x * x * (3 - 2 * x)
-
-
-class LandmarkFallbackRenderer:
-    """Weights-free talking portrait: opens the jaw of the source according to the mouth keypoints.
-
-    Geometry, in the upright 512² face crop (so tilted faces work): everything below the inner-lip midline moves
-    down by ``min(distance below the midline, drop)`` where ``drop = max_drop · mouth width · opening``; so the
-    lower lip and chin move rigidly while the gap between the lips is filled by stretching the lip line, and the
-    neck below the chin absorbs the shift. The drop fades out sideways towards the jaw contour. The gap is then
-    painted as a dark, lens-shaped mouth cavity. Only the lower face is pasted back, so the rest of the portrait
-    stays pixel-exact. Expression keypoints other than the mouth opening, pose, scale and t are ignored.
-    """
-
-    CROP = CropConfig(size=512, warp_size=512)
-    CAVITY_RGB = (0.16, 0.06, 0.07)
-
-    def __init__(
-        self,
-        source: ImageInput,
-        *,
-        face: FaceCrop | None = None,
-        detector: LandmarkDetector | None = None,
-        max_drop: float = 0.4,
-        batch_size: int = 8,
-        closed_exp_y: float = CLOSED_MOUTH_EXP_Y,
-        open_exp_span: float = OPEN_MOUTH_EXP_SPAN,
-    ) -> None:
-        logger.warning(
-            "No LivePortrait weights: using the landmark fallback renderer, which only opens and closes the "
-            "mouth of the source portrait (no head pose or other expression). Pass the official weights folder "
-            "for real LivePortrait rendering."
-        )
-        name = str(source) if isinstance(source, str | os.PathLike) else None
-        self.source_frame = load_image(source, name)
-        if face is None:
-            detector = detector or default_detector()
-            face = crop_from_landmarks(self.source_frame, detector.detect(self.source_frame, name).landmarks, self.CROP)
-        elif face.size != self.CROP.size:
-            face = crop_from_landmarks(self.source_frame, face.landmarks, self.CROP)
-        self.face = face
-        self.max_drop, self.batch_size = max_drop, batch_size
-        self.closed_exp_y, self.open_exp_span = closed_exp_y, open_exp_span
-        self._build_fields()
-
-    def _build_fields(self) -> None:
-        """Per-source constants on the crop grid: midline distance, sideways/below-chin falloffs, paste mask."""
-        size = self.face.size
-        lm = self.face.landmarks_crop.astype(np.float64)  # 68×2 in crop pixels
-        mouth_width = float(np.linalg.norm(lm[54] - lm[48]))
-        centre_x = float(lm[[48, 54], 0].mean())
-        # Inner-lip midline through the corners and the three upper/lower inner-lip pairs.
-        midline = np.array([lm[60], (lm[61] + lm[67]) / 2, (lm[62] + lm[66]) / 2, (lm[63] + lm[65]) / 2, lm[64]])
-        midline = midline[np.argsort(midline[:, 0])]
-        xs = np.arange(size, dtype=np.float64)
-        midline_y = np.interp(xs, midline[:, 0], midline[:, 1])  # S
-        chin_y = float(lm[CHIN, 1])
-        jaw_half = max(float(abs(lm[12, 0] - lm[4, 0])) / 2, 0.6 * mouth_width)
-        self.drop_px = self.max_drop * mouth_width
-        neck = max(0.6 * (chin_y - midline_y[int(round(centre_x))]), 2.0 * self.drop_px)
-
-        ys = xs[:, None]
-        dist_x = np.abs(xs - centre_x)[None, :]  # 1×S
-        core = 0.3 * mouth_width
-        sideways = 1 - _smoothstep(torch.from_numpy((dist_x - core) / max(jaw_half - core, 1.0))).numpy()
-        below_chin = 1 - _smoothstep(torch.from_numpy((ys - chin_y) / neck)).numpy()  # S×1
-        inner_half = max(abs(lm[64, 0] - lm[60, 0]) / 2, 1.0)
-        lens = np.sqrt(np.clip(1 - ((xs - centre_x) / inner_half) ** 2, 0, 1))[None, :]  # 1×S
-
-        def t(a: np.ndarray) -> torch.Tensor:
-            return torch.from_numpy(np.ascontiguousarray(a, dtype=np.float32))
-
-        self._below_midline = t(ys - midline_y[None, :])  # S×S, > 0 below the lips' midline
-        self._falloff = t(sideways * below_chin)  # S×S
-        self._lens = t(lens * sideways)  # 1×S, cavity height profile
-
-        # Paste only the lower face: a soft ellipse from above the upper lip to the end of the neck falloff.
-        top, bottom = float(midline_y.min()) - 0.4 * mouth_width, chin_y + neck
-        radius_x, radius_y = jaw_half + 0.2 * mouth_width, (bottom - top) / 2
-        r = np.sqrt(((xs[None, :] - centre_x) / radius_x) ** 2 + ((ys - (top + bottom) / 2) / radius_y) ** 2)
-        mask = _smoothstep(torch.from_numpy((1.0 - r) / 0.25)).numpy()
-        self._paste = PasteBack(self.source_frame, self.face.frame_to_crop, size, mask=mask)
-        self._crop = self.face.tensor()  # 1×3×S×S
-        self.mouth_box = self._mouth_box_in_frame(lm, mouth_width)
-
-    def _mouth_box_in_frame(self, lm: np.ndarray, mouth_width: float) -> tuple[int, int, int, int]:
-        """``(left, top, right, bottom)`` frame pixels covering the mouth at full opening (for measurements)."""
-        margin = 0.1 * mouth_width
-        left, right = lm[48, 0] - margin, lm[54, 0] + margin
-        top, bottom = lm[50:53, 1].min() - margin, lm[56:59, 1].max() + self.drop_px + margin
-        corners = np.array([[left, top], [right, top], [left, bottom], [right, bottom]])  # crop pixels
-        frame_points = apply_matrix(self.face.crop_to_frame, corners)
-        low, high = np.floor(frame_points.min(axis=0)), np.ceil(frame_points.max(axis=0))
-        height, width = self.source_frame.shape[:2]
-        return (max(int(low[0]), 0), max(int(low[1]), 0), min(int(high[0]), width), min(int(high[1]), height))
-
-    def openings(self, motion) -> np.ndarray:
-        """Mouth opening ``T`` in [0, 1] read from the motion's expression."""
-        motion = as_driving_motion(motion)
-        return mouth_opening_from_expression(motion.exp, self.closed_exp_y, self.open_exp_span)
-
-    @torch.no_grad()
-    def render_openings(self, openings, progress: bool = True) -> np.ndarray:
-        """Mouth openings ``T`` in [0, 1] → frames ``T×H×W×3`` uint8 of the source frame's size."""
-        openings = torch.as_tensor(np.clip(np.asarray(openings, dtype=np.float32).reshape(-1), 0, 1))
-        size = self.face.size
-        ys, xs = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),
-                                indexing="ij")
-        cavity = torch.tensor(self.CAVITY_RGB).view(1, 3, 1, 1)
-        frames = []
-        with tqdm(total=len(openings), desc="fallback render", unit="frame", disable=not progress) as bar:
-            for start in range(0, len(openings), self.batch_size):
-                drop = openings[start : start + self.batch_size].view(-1, 1, 1) * self.drop_px  # B×1×1
-                batch = drop.shape[0]
-                shift = torch.minimum(self._below_midline.clamp(min=0), drop) * self._falloff  # B×S×S
-                grid_x = ((2 * xs + 1) / size - 1).expand(batch, -1, -1)
-                grid = torch.stack([grid_x, (2 * (ys - shift) + 1) / size - 1], dim=-1)  # B×S×S×2
-                warped = torch.nn.functional.grid_sample(
-                    self._crop.expand(batch, -1, -1, -1), grid, mode="bilinear", padding_mode="border",
-                    align_corners=False,
-                )  # B×3×S×S
-                height = drop * self._lens  # B×1×S: cavity height per column
-                depth = torch.minimum(self._below_midline, height - self._below_midline)  # B×S×S
-                alpha = (0.92 * (depth / 1.5).clamp(0, 1) * (height > 1.0)).unsqueeze(1)  # B×1×S×S
-                warped = warped * (1 - alpha) + cavity * alpha
-                frames.append(to_uint8(self._paste(warped)))
-                bar.update(batch)
-        return np.concatenate(frames)
-
-    def render(self, motion, progress: bool = True) -> np.ndarray:
-        """Motion of ``T`` frames → frames ``T×H×W×3`` uint8 (only the mouth opening is used)."""
-        return self.render_openings(self.openings(motion), progress=progress)
-
-
 def make_renderer(source: ImageInput, weights=None, **kwargs):
     """:class:`LivePortraitRenderer` when ``weights`` (folder, :class:`LivePortraitWeights` or
     :class:`LivePortraitNetworks`) is given, else the :class:`LandmarkFallbackRenderer` (which logs a warning)."""
     if weights is None:
         return LandmarkFallbackRenderer(source, **kwargs)
     return LivePortraitRenderer(weights, source, **kwargs)
+
+
+from .fallback import LandmarkFallbackRenderer  # noqa: E402  (it builds on the helpers above)
