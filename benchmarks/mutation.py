@@ -63,12 +63,14 @@ class Target:
 
 AUDIO, MOTION = "plugins/audio_f5tts", "plugins/motion_liveportrait"
 TARGETS = {
-    "flow": Target(".", "mmflow", "mmflow/flow.py", ("tests/test_flow.py", "tests/test_maths_pinned.py")),
+    "flow": Target(".", "mmflow", "mmflow/flow.py", ("tests/test_flow.py", "tests/test_maths_pinned.py",
+                                                          "tests/test_flow_values.py")),
     "masks": Target(".", "mmflow", "mmflow/masks.py", ("tests/test_masks.py",)),
     "positions": Target(".", "mmflow", "mmflow/positions.py", ("tests/test_positions.py",)),
     "transformer": Target(".", "mmflow", "mmflow/transformer.py", ("tests/test_transformer.py",)),
-    "scheduler": Target(".", "mmflow", "mmflow/scheduler.py", ("tests/test_maths_pinned.py",
-                                                               "tests/test_flow.py::test_scheduler_component_round_trip_and_sampling")),
+    "scheduler": Target(".", "mmflow", "mmflow/scheduler.py", (
+        "tests/test_maths_pinned.py", "tests/test_flow_values.py::test_scheduler_puts_its_grid_on_the_requested_device",
+        "tests/test_flow.py::test_scheduler_component_round_trip_and_sampling")),
     "long_form": Target(".", "mmflow", "mmflow/long_form.py", ("tests/test_long_form.py",)),
     "ema": Target(".", "mmflow", "mmflow/training/ema.py", ("tests/test_maths_pinned.py",)),
     "mel": Target(AUDIO, "mmflow_audio_f5tts", "mmflow_audio_f5tts/mel.py", ("tests/test_audio_mel.py",)),
