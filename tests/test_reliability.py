@@ -92,7 +92,11 @@ CASES = [
      "evil.pkl"),
     ("motion-unknown-arrays", ["--task", "dubbing", *NO_VIDEO, "--motion", "{f}/unknown.npz"], MotionTemplateError,
      "unknown.npz"),
-    ("model-missing-part", ["--model", "{f}/no_transformer", *NO_VIDEO], Exception, "transformer"),
+    ("model-missing-part", ["--model", "{f}/no_transformer", *NO_VIDEO], ModelFolderError, "component 'transformer'"),
+    ("model-unknown-weights", ["--model", "{f}/unknown_weights", *NO_VIDEO], ValueError, "bogus.weight"),
+    ("outputs-unknown-kind", [*TEXT, "--outputs", "wav,gif"], ValueError, "gif"),
+    ("span-unknown-stream", ["--task", "edit", *TEXT, "--audio", "{f}/speech.wav", "--motion", "{f}/motion.npz",
+                             "--span", "lips:0:1"], MissingInputError, "lips"),
     ("model-not-a-folder", ["--model", "{f}/nothing", *NO_VIDEO], FileNotFoundError, "nothing"),
 ]
 
@@ -154,6 +158,9 @@ def _lying_npz(path: Path) -> None:
 
 
 def _model_copies(f: Path) -> None:
+    import torch
+    from safetensors.torch import load_file, save_file
+
     default = default_model_path()
     truncated = shutil.copytree(default, f / "truncated")
     weights = next((truncated / "transformer").glob("*.safetensors"))
@@ -164,6 +171,10 @@ def _model_copies(f: Path) -> None:
     (foreign / "model_index.json").write_text(json.dumps(index))
     missing = shutil.copytree(default, f / "no_transformer")
     shutil.rmtree(missing / "transformer")
+    unknown = shutil.copytree(default, f / "unknown_weights")
+    weights = next((unknown / "transformer").glob("*.safetensors"))
+    tensors = load_file(weights)
+    save_file({**tensors, "bogus.weight": torch.zeros(2)}, weights)
 
 
 def _parse(argv: list[str]) -> argparse.Namespace:

@@ -58,6 +58,9 @@ def check_model_folder(folder: str | os.PathLike) -> None:
                 f"plugin (installed: {', '.join(sorted(allowed))}); a model folder may only name those. If it is an "
                 f"mmflow plugin, install `{package}` (pip install {package.split(' ')[0]})"
             )
+        if not (folder / name).is_dir():
+            raise ModelFolderError(f"{folder} lacks the folder of its component {name!r} ({folder / name}), which "
+                                   f"model_index.json lists; copy the whole model folder again")
         try:
             importlib.import_module(module)
         except ImportError as error:

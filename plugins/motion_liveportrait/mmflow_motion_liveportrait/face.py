@@ -234,9 +234,12 @@ def load_portrait(image: str | os.PathLike | np.ndarray, size: int | None = None
         name = name or str(image)
         path = Path(image)
         if path.is_file():
-            with Image.open(path) as opened:
-                check_pixel_count(*opened.size, name)
-                side = render_side(size, *opened.size)
+            try:
+                with Image.open(path) as opened:
+                    check_pixel_count(*opened.size, name)
+                    side = render_side(size, *opened.size)
+            except (OSError, SyntaxError):  # unreadable: _read_image_file names the file and the fix
+                side = None
             frame = _read_image_file(path, max_side=side)
         else:
             frame = _read_image_file(path)
