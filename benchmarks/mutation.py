@@ -86,6 +86,8 @@ SETUP_CFG = """\
 [mutmut]
 source_paths = {package}
 only_mutate = {module}
+also_copy =
+{also_copy}
 pytest_add_cli_args_test_selection =
 {tests}
 pytest_add_cli_args =
@@ -113,30 +115,39 @@ def mutmut_command() -> list[str]:
     return [str(exe)]
 
 
-def prepare(name: str, target: Target, rev: str | None) -> Path:
-    """A fresh scratch folder with the package, its tests and the per-module config.
+# Every package the editable install provides: all of them come from the same source (the commit, or the
+# working tree), or a plugin from the working tree would import a mmflow that is not its own.
+PACKAGES = {"mmflow": ".", "mmflow_audio_f5tts": AUDIO, "mmflow_motion_liveportrait": MOTION,
+            "mmflow_jamflow": "plugins/jamflow", "mmflow_toy_gesture": "examples/toy_gesture"}
 
-    With ``rev`` the package and tests are that commit's (other work in the tree does not leak in); without
-    it they are links to the working tree (to try a new test before committing it).
+
+def prepare(name: str, target: Target, rev: str | None) -> Path:
+    """A fresh scratch folder with the packages, the target's tests and the per-module config.
+
+    With ``rev`` the code and tests are that commit's (other work in the tree does not leak in); without it
+    they are links to the working tree (to try a new test before committing it).
     """
     folder = SCRATCH / name
     if folder.exists():
         shutil.rmtree(folder)  # only ever this script's own scratch output
     folder.mkdir(parents=True)
-    root = REPO / target.root
+    parts = {package: Path(root) / package for package, root in PACKAGES.items()}
+    parts["tests"] = Path(target.root) / "tests"
     if rev is None:
-        (folder / target.package).symlink_to(root / target.package, target_is_directory=True)
-        (folder / "tests").symlink_to(root / "tests", target_is_directory=True)
+        for part, path in parts.items():
+            (folder / part).symlink_to(REPO / path, target_is_directory=True)
     else:
-        paths = [str(Path(target.root) / target.package), str(Path(target.root) / "tests")]
-        archive = subprocess.run(["git", "archive", rev, "--", *paths], cwd=REPO, capture_output=True, check=True)
+        archive = subprocess.run(["git", "archive", rev, "--", *map(str, parts.values())], cwd=REPO,
+                                 capture_output=True, check=True)
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(folder / "tree", filter="data")
-        for part in (target.package, "tests"):
-            (folder / "tree" / target.root / part).rename(folder / part)
+        for part, path in parts.items():
+            (folder / "tree" / path).rename(folder / part)
         shutil.rmtree(folder / "tree")
     tests = "\n".join(f"    {t}" for t in target.tests)
-    (folder / "setup.cfg").write_text(SETUP_CFG.format(package=target.package, module=target.module, tests=tests))
+    also_copy = "\n".join(f"    {p}" for p in PACKAGES if p != target.package)
+    (folder / "setup.cfg").write_text(SETUP_CFG.format(package=target.package, module=target.module, tests=tests,
+                                                       also_copy=also_copy))
     return folder
 
 
@@ -183,9 +194,13 @@ def survivors(folder: Path, target: Target, codes: dict[str, int | None], equiva
     return out
 
 
-def study(name: str, target: Target, equivalents: list[dict], rev: str | None) -> dict:
-    folder = prepare(name, target, rev)
-    seconds = run_mutmut(folder, folder / "mutmut.log")
+def study(name: str, target: Target, equivalents: list[dict], rev: str | None, previous: dict | None) -> dict:
+    """Run mutmut on one module (or, with ``previous``, only re-read its last run) and sum up the result."""
+    if previous is None:
+        folder = prepare(name, target, rev)
+        seconds = run_mutmut(folder, folder / "mutmut.log")
+    else:
+        folder, seconds, rev = SCRATCH / name, previous["seconds"], previous["source"]
     meta = json.loads((folder / "mutants" / (target.module + ".meta")).read_text())
     codes = meta["exit_code_by_key"]
     counts = {"killed": 0, "survived": 0, "timeout": 0, "no tests": 0, "other": 0}
@@ -210,6 +225,25 @@ def study(name: str, target: Target, equivalents: list[dict], rev: str | None) -
     }
 
 
+def summary(modules: dict[str, dict]) -> dict:
+    done = [m for m in modules.values() if "mutants" in m]
+    total = sum(m["mutants"] for m in done)
+    detected = sum(m["killed"] + m["timeout"] for m in done)
+    equivalent = sum(m["equivalent"] for m in done)
+    return {
+        "tool": f"mutmut {_mutmut_version()}",
+        "command": "python benchmarks/mutation.py",
+        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "workers": 1},
+        "excluded": "raise statements and logger calls (messages, not maths); their conditions are mutated",
+        "total": {"mutants": total, "detected": detected, "equivalent": equivalent,
+                  "unexplained": sum(m["unexplained"] for m in done),
+                  "kill_rate": round(detected / total, 4) if total else None,
+                  "kill_rate_of_non_equivalent": round(detected / (total - equivalent), 4) if total else None,
+                  "seconds": round(sum(m["seconds"] for m in done), 1)},
+        "modules": {name: modules[name] for name in TARGETS if name in modules},
+    }
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--module", action="append", choices=sorted(TARGETS),
@@ -217,41 +251,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rev", default="HEAD", help="the commit whose code and tests are mutated (default HEAD)")
     parser.add_argument("--worktree", action="store_true",
                         help="mutate the working tree instead (uncommitted edits included), e.g. to try a new test")
+    parser.add_argument("--reclassify", action="store_true",
+                        help="do not run mutmut: re-read the last runs in build/mutation against the current "
+                             "list of equivalent mutants")
     parser.add_argument("--output", type=Path, default=DEFAULT_OUTPUT)
     args = parser.parse_args(argv)
     rev = None if args.worktree else _commit(args.rev)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
 
     names = args.module or list(TARGETS)
-    results = json.loads(args.output.read_text()) if args.output.is_file() else {}
-    modules = results.get("modules", {})
+    modules = json.loads(args.output.read_text())["modules"] if args.output.is_file() else {}
     equivalents = load_equivalents()
+    failed = []
     for name in names:
+        previous = modules.get(name) if args.reclassify else None
+        if args.reclassify and (previous is None or "mutants" not in previous):
+            logger.warning(f"{name}: no earlier run to re-read; skipped")
+            continue
         logger.info(f"{name}: mutating {TARGETS[name].path} against {' '.join(TARGETS[name].tests)}")
-        modules[name] = study(name, TARGETS[name], equivalents, rev)
-        m = modules[name]
+        try:
+            modules[name] = m = study(name, TARGETS[name], equivalents, rev, previous)
+        except RuntimeError as error:  # one module's failure (its log says why) does not stop the others
+            logger.error(f"{name}: {error}")
+            failed.append(name)
+            continue
         logger.info(f"{name}: {m['killed']} killed, {m['survived']} survived, {m['timeout']} timeout, "
                     f"{m['no_tests']} without tests, {m['equivalent']} equivalent, {m['unexplained']} unexplained "
                     f"({m['seconds']:.0f} s)")
-    modules = {name: modules[name] for name in TARGETS if name in modules}
-    total = sum(m["mutants"] for m in modules.values())
-    detected = sum(m["killed"] + m["timeout"] for m in modules.values())
-    equivalent = sum(m["equivalent"] for m in modules.values())
-    results = {
-        "tool": f"mutmut {_mutmut_version()}",
-        "machine": {"python": platform.python_version(), "cpus": os.cpu_count(), "workers": 1},
-        "total": {"mutants": total, "detected": detected, "equivalent": equivalent,
-                  "unexplained": sum(m["unexplained"] for m in modules.values()),
-                  "kill_rate": round(detected / total, 4) if total else None,
-                  "kill_rate_of_non_equivalent": round(detected / (total - equivalent), 4) if total else None,
-                  "seconds": round(sum(m["seconds"] for m in modules.values()), 1)},
-        "modules": modules,
-    }
-    args.output.parent.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(args.output, json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    logger.info(f"kill rate {results['total']['kill_rate']:.1%} over {total} mutants "
-                f"({results['total']['unexplained']} survivors unexplained); wrote {args.output}")
-    return 0
+        args.output.parent.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(args.output, json.dumps(summary(modules), indent=2, ensure_ascii=False) + "\n")
+    total = summary(modules)["total"]
+    if total["mutants"]:
+        logger.info(f"kill rate {total['kill_rate']:.1%} over {total['mutants']} mutants "
+                    f"({total['unexplained']} survivors unexplained); wrote {args.output}")
+    return 1 if failed else 0
 
 
 def _commit(rev: str) -> str:
