@@ -65,7 +65,7 @@ AUDIO, MOTION = "plugins/audio_f5tts", "plugins/motion_liveportrait"
 TARGETS = {
     "flow": Target(".", "mmflow", "mmflow/flow.py", ("tests/test_flow.py", "tests/test_maths_pinned.py",
                                                           "tests/test_flow_values.py")),
-    "masks": Target(".", "mmflow", "mmflow/masks.py", ("tests/test_masks.py",)),
+    "masks": Target(".", "mmflow", "mmflow/masks.py", ("tests/test_masks.py", "tests/test_masks_values.py")),
     "positions": Target(".", "mmflow", "mmflow/positions.py", ("tests/test_positions.py",)),
     "transformer": Target(".", "mmflow", "mmflow/transformer.py", ("tests/test_transformer.py",)),
     "scheduler": Target(".", "mmflow", "mmflow/scheduler.py", (
