@@ -259,7 +259,7 @@ def generate(
     x0 = sample_noise(batches, generator, seeds) if noise is None else dict(noise)
     device = next(iter(batches.values())).latent.device
     if scheduler is not None:
-        grid, method = scheduler.timesteps.to(device), scheduler.config.solver
+        grid, method = scheduler.grid.to(device), scheduler.config.solver
     else:
         grid = time_grid(steps, sway, device=device)
     x1 = integrate(GuidedVelocity(model, batches, guidance, joint_view, absent), x0, grid, method, progress)

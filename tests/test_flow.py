@@ -152,7 +152,7 @@ def test_scheduler_component_round_trip_and_sampling(tmp_path):
 
     scheduler = FlowMatchingScheduler(num_inference_steps=6, sway_coefficient=-1.0, solver="midpoint")
     assert scheduler.model_calls == 12
-    torch.testing.assert_close(scheduler.timesteps, time_grid(6, sway=-1.0))
+    torch.testing.assert_close(scheduler.grid, time_grid(6, sway=-1.0))
     scheduler.save_pretrained(tmp_path / "scheduler")
     again = FlowMatchingScheduler.from_pretrained(tmp_path / "scheduler")
     assert dict(again.config) == dict(scheduler.config)

@@ -119,9 +119,9 @@ def test_positive_sway_crowds_late_times_and_zero_sway_is_uniform():
 def test_scheduler_and_generate_use_the_sway_they_are_given(sway):
     by_hand = torch.tensor(_sway_by_hand(4, sway), dtype=torch.float64)
     scheduler = FlowMatchingScheduler(num_inference_steps=4, sway_coefficient=sway)
-    torch.testing.assert_close(scheduler.timesteps.double(), by_hand, rtol=0, atol=1e-6)
+    torch.testing.assert_close(scheduler.grid.double(), by_hand, rtol=0, atol=1e-6)
     scheduler.set_timesteps(3)
-    torch.testing.assert_close(scheduler.timesteps.double(), torch.tensor(_sway_by_hand(3, sway), dtype=torch.float64),
+    torch.testing.assert_close(scheduler.grid.double(), torch.tensor(_sway_by_hand(3, sway), dtype=torch.float64),
                                rtol=0, atol=1e-6)
 
     seen = []
