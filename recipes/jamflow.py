@@ -121,7 +121,7 @@ def export_pipeline(
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from mmflow.training import ConfigError, Trainer, TrainingConfig, build_dataset, build_model
+    from mmflow.training import CheckpointError, ConfigError, Trainer, TrainingConfig, build_dataset, build_model
 
     raw = yaml.safe_load(Path(args.config).read_text()) or {}
     jamflow = raw.pop("jamflow", None)
@@ -175,12 +175,20 @@ def main(argv=None) -> int:
         if checkpoint is None:
             logger.error("no checkpoint in %s to export", trainer.output_dir / "checkpoints")
             return 2
-        trainer.load_checkpoint(checkpoint)
+        try:
+            trainer.load_checkpoint(checkpoint)
+        except CheckpointError as error:
+            logger.error(str(error))
+            return 2
         model_dir = Path(args.export_only) / "model"
         trainer.export(model_dir)
         export_pipeline(model_dir, Path(args.export_only) / "pipeline", pipeline, tokenizer, normalizer, **carried)
         return 0
-    trainer.fit(resume_from=None if args.resume == "none" else args.resume)
+    try:
+        trainer.fit(resume_from=None if args.resume == "none" else args.resume)
+    except CheckpointError as error:  # a checkpoint file missing, damaged or not plain data: named, nothing run
+        logger.error(str(error))
+        return 2
     if trainer.accelerator.is_main_process:
         export_pipeline(trainer.output_dir / "model", trainer.output_dir / "pipeline", pipeline, tokenizer, normalizer,
                         **carried)

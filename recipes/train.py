@@ -12,7 +12,7 @@ import argparse
 import logging
 import sys
 
-from mmflow.training import ConfigError, Trainer, TrainingConfig, build_dataset, build_model
+from mmflow.training import CheckpointError, ConfigError, Trainer, TrainingConfig, build_dataset, build_model
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -38,7 +38,11 @@ def main(argv=None) -> int:
     except ConfigError as error:
         logging.getLogger("recipes.train").error(str(error))
         return 2
-    trainer.fit(resume_from=None if args.resume == "none" else args.resume)
+    try:
+        trainer.fit(resume_from=None if args.resume == "none" else args.resume)
+    except CheckpointError as error:  # a checkpoint file missing, damaged or not plain data: named, nothing run
+        logging.getLogger("recipes.train").error(str(error))
+        return 2
     trainer.accelerator.end_training()
     return 0
 

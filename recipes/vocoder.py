@@ -233,6 +233,7 @@ def train(config: VocoderRecipeConfig, resume: str = "auto") -> Path:
 
     from mmflow.io import atomic_path, write_text_atomic
     from mmflow.training.checkpoint import latest_checkpoint, save_checkpoint
+    from mmflow.training.resume import load_plain, restore_accelerator_state
 
     output_dir = Path(config.output_dir)
     accelerator = Accelerator(project_dir=str(output_dir))
@@ -249,8 +250,8 @@ def train(config: VocoderRecipeConfig, resume: str = "auto") -> Path:
     checkpoint = latest_checkpoint(output_dir / "checkpoints") if resume == "auto" else (
         None if resume == "none" else Path(resume))
     if checkpoint is not None:
-        accelerator.load_state(str(checkpoint))
-        step = torch.load(checkpoint / "trainer_state_0.pt", weights_only=True)["step"]
+        restore_accelerator_state(accelerator, checkpoint, model, optimizer, scheduler)  # runs no code from it
+        step = load_plain(checkpoint / "trainer_state_0.pt", "trainer state")["step"]
         logger.info("resumed from %s at step %d", checkpoint, step)
 
     def write_state(folder: Path) -> None:
@@ -348,8 +349,14 @@ def main(argv=None) -> int:
         return 2
     from mmflow.io import writable_folder
 
+    from mmflow.training.resume import CheckpointError
+
     writable_folder(config.output_dir)
-    train(config, args.resume)
+    try:
+        train(config, args.resume)
+    except CheckpointError as error:  # a checkpoint file missing, damaged or not plain data: named, nothing run
+        logger.error(str(error))
+        return 2
     return 0
 
 

@@ -6,6 +6,8 @@ from __future__ import annotations
 import copy
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 import textwrap
@@ -21,6 +23,7 @@ from accelerate.state import AcceleratorState, GradientState
 from mmflow import MMDiT, StreamSpec
 from mmflow.testing import randomize
 from mmflow.training import (
+    CheckpointError,
     ConfigError,
     LengthBucketSampler,
     MultiStreamCollator,
@@ -65,6 +68,11 @@ def make_trainer(data: dict, random_weights: bool = False) -> Trainer:
     config = TrainingConfig.from_dict(copy.deepcopy(data))
     model = build_model(config.model, config.seed)
     return Trainer(config, randomize(model) if random_weights else model, build_dataset(config))
+
+
+def python_path() -> str:
+    """PYTHONPATH for a subprocess: this checkout first, then whatever this process was given."""
+    return os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def params(model) -> dict[str, torch.Tensor]:
@@ -212,13 +220,39 @@ def test_train_a_few_steps_then_export_and_sample(tmp_path):
     assert not list(run.rglob(".*tmp"))
 
 
-def test_resume_continues_with_the_same_losses(tmp_path, monkeypatch):
-    # 8 steps, 5 an epoch: the checkpoint at step 3 is mid-epoch and the resumed run crosses an epoch boundary
-    reference = make_trainer(toy_dict(tmp_path / "uninterrupted")).fit()
-    AcceleratorState._reset_state(reset_partial_state=True)
+def with_dropout(data: dict, p: float = 0.2) -> dict:
+    """``data`` with dropout in every backbone: it draws from the global generator, which a resume must restore."""
+    for stream in data["model"]["config"]["streams"].values():
+        stream["backbone_config"]["dropout"] = p
+    return data
 
-    data = toy_dict(tmp_path / "interrupted")
-    first = make_trainer(data)
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory) -> dict:
+    """8 steps without a stop, with dropout (5 steps an epoch, checkpoints at 3 and 6): the reference."""
+    trainer = make_trainer(with_dropout(toy_dict(tmp_path_factory.mktemp("straight"))), random_weights=True)
+    history = trainer.fit()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return {"history": history, "weights": params(trainer.unwrapped), "ema": dict(trainer.ema.shadow),
+            "checkpoints": Path(trainer.output_dir) / "checkpoints"}
+
+
+def assert_same_run(history: list[dict], weights: dict, ema: dict, reference: dict):
+    """Every metric but the wall time, every weight and every EMA weight equal the reference's, bit for bit."""
+    for ours, theirs in zip(history, reference["history"][-len(history):], strict=True):
+        assert {k: v for k, v in ours.items() if k != "step_seconds"} == {
+            k: v for k, v in theirs.items() if k != "step_seconds"}, ours["step"]
+    assert weights.keys() == reference["weights"].keys() and ema.keys() == reference["ema"].keys()
+    for name in weights:
+        assert torch.equal(weights[name], reference["weights"][name]), name
+        assert torch.equal(ema[name], reference["ema"][name]), name
+
+
+def test_resume_is_bit_exact_with_dropout(tmp_path, monkeypatch, straight_run):
+    # 3 steps, save, stop; a fresh trainer resumes and runs 5 more (crossing an epoch boundary mid-way)
+    data = with_dropout(toy_dict(tmp_path))
+    first = make_trainer(data, random_weights=True)
     save = first.save_checkpoint
 
     def save_then_stop():
@@ -230,16 +264,20 @@ def test_resume_continues_with_the_same_losses(tmp_path, monkeypatch):
         first.fit()
     AcceleratorState._reset_state(reset_partial_state=True)
 
-    second = make_trainer(data)
+    second = make_trainer(data, random_weights=True)
     tail = second.fit()  # resume_from="auto": the newest checkpoint in the output folder, step 3
     assert [h["step"] for h in first.history] == [1, 2, 3] and [h["step"] for h in tail] == [4, 5, 6, 7, 8]
-    for ours, theirs in zip(first.history + tail, reference, strict=True):
-        for key in ("loss", "loss/signal", "loss/gesture", "lr", "grad_norm"):
-            assert abs(ours[key] - theirs[key]) <= 1e-6, (ours["step"], key, ours[key], theirs[key])
+    assert_same_run(first.history + tail, params(second.unwrapped), second.ema.shadow, straight_run)
     exported = MMDiT.from_pretrained(Path(data["output_dir"]) / "model")
-    uninterrupted = MMDiT.from_pretrained(tmp_path / "uninterrupted" / "run" / "model")
-    for (name, a), (_, b) in zip(exported.named_parameters(), uninterrupted.named_parameters(), strict=True):
-        torch.testing.assert_close(a, b, rtol=0, atol=1e-6, msg=name)
+    for name, p in exported.named_parameters():
+        assert torch.equal(p, straight_run["ema"][name]), name
+
+    # and resuming the uninterrupted run's own step-6 checkpoint gives its last two steps
+    AcceleratorState._reset_state(reset_partial_state=True)
+    third = make_trainer(with_dropout(toy_dict(tmp_path / "from-6")), random_weights=True)
+    tail = third.fit(resume_from=straight_run["checkpoints"] / "step-00000006")
+    assert [h["step"] for h in tail] == [7, 8]
+    assert_same_run(tail, params(third.unwrapped), third.ema.shadow, straight_run)
 
 
 def test_stage1_freezes_the_signal_backbone(tmp_path):
@@ -258,31 +296,45 @@ def test_stage1_freezes_the_signal_backbone(tmp_path):
     assert len(changed) == len(set(start) - frozen)
 
 
-def test_crash_while_saving_keeps_the_last_checkpoint(tmp_path, monkeypatch):
-    data = toy_dict(tmp_path, total_steps=6)
-    trainer = make_trainer(data)
-    original = trainer.accelerator.save_state
-    calls = []
+KILLED_MID_SAVE_SCRIPT = """
+import copy, os, signal, sys, torch, yaml
+from mmflow.testing import randomize
+from mmflow.training import Trainer, TrainingConfig, build_dataset, build_model
+torch.set_num_threads(int(sys.argv[2]))  # as many as the reference run: the sums must add up in the same order
+config = TrainingConfig.from_dict(yaml.safe_load(open(sys.argv[1])))
+trainer = Trainer(config, randomize(build_model(config.model, config.seed)), build_dataset(config))
+save_state, saves = trainer.accelerator.save_state, []
 
-    def crash_on_second_save(folder):
-        calls.append(folder)
-        original(folder)
-        if len(calls) == 2:
-            raise KeyboardInterrupt("simulated crash halfway through a save")
+def save_state_then_die(folder):
+    saves.append(folder)
+    save_state(folder)  # model, optimizer, scheduler and RNG files written; the trainer's own not yet
+    if len(saves) == 2:
+        os.kill(os.getpid(), signal.SIGKILL)  # no cleanup of any kind, as with a power cut or the OOM killer
 
-    monkeypatch.setattr(trainer.accelerator, "save_state", crash_on_second_save)
-    with pytest.raises(KeyboardInterrupt):
-        trainer.fit()
+trainer.accelerator.save_state = save_state_then_die
+trainer.fit()
+"""
+
+
+@pytest.mark.slow
+def test_killed_mid_save_keeps_the_last_checkpoint_and_resumes_bit_exact(tmp_path, straight_run):
+    data = with_dropout(toy_dict(tmp_path))
+    config_path, script = tmp_path / "c.yaml", tmp_path / "killed.py"
+    config_path.write_text(yaml.safe_dump(data, sort_keys=False))  # the stream order makes the model
+    script.write_text(KILLED_MID_SAVE_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": python_path()}
+    result = subprocess.run([sys.executable, str(script), str(config_path), str(torch.get_num_threads())], env=env,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == -9, result.stderr[-3000:]  # killed by the signal, while saving step 6
     root = Path(data["output_dir"]) / "checkpoints"
     assert latest_checkpoint(root).name == "step-00000003"
     assert (root / ".step-00000006.tmp").is_dir()  # the half-written save, hidden and ignored
 
-    monkeypatch.undo()
-    AcceleratorState._reset_state(reset_partial_state=True)
-    resumed = make_trainer(data)
-    history = resumed.fit()
-    assert [h["step"] for h in history] == [4, 5, 6]
-    assert [p.name for p in list_checkpoints(root)] == ["step-00000003", "step-00000006"]
+    resumed = make_trainer(data, random_weights=True)
+    history = resumed.fit()  # from step 3, as if steps 4-6 had never run
+    assert [h["step"] for h in history] == [4, 5, 6, 7, 8]
+    assert_same_run(history, params(resumed.unwrapped), resumed.ema.shadow, straight_run)
+    assert [p.name for p in list_checkpoints(root)] == ["step-00000006", "step-00000008"]
     assert not (root / ".step-00000006.tmp").exists()
 
 
@@ -316,20 +368,84 @@ def test_resume_refuses_a_checkpoint_of_another_model(tmp_path):
         make_trainer(wider).fit()
 
 
+# ------------------------------------------------------------------------------------------------ resume safety
+
+READ_ON_RESUME = ["ema.safetensors", "model.safetensors", "optimizer.bin", "random_states_0.pkl", "scheduler.bin",
+                  "trainer_state_0.pt"]
+
+
+class _Payload:
+    """Unpickled in full, this creates the folder ``marker``: a stand-in for what a hostile checkpoint could run."""
+
+    def __init__(self, marker: Path):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return os.makedirs, (self.marker,)
+
+
+@pytest.fixture(scope="module")
+def toy_checkpoint(tmp_path_factory) -> tuple[dict, Path]:
+    data = toy_dict(tmp_path_factory.mktemp("safety"), total_steps=3)
+    make_trainer(data).fit()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    return data, latest_checkpoint(Path(data["output_dir"]) / "checkpoints")
+
+
+def test_a_checkpoint_holds_only_files_a_resume_reads_safely(toy_checkpoint):
+    # the files a resume reads are each tested below; the config copy is for people and is never read back
+    assert sorted(p.name for p in toy_checkpoint[1].iterdir()) == sorted([*READ_ON_RESUME, "training_config.yaml"])
+
+
+@pytest.mark.parametrize("name", [*READ_ON_RESUME, "custom_checkpoint_0.pkl"])
+def test_resume_refuses_a_planted_pickle_and_runs_none_of_it(tmp_path, toy_checkpoint, name):
+    data, checkpoint = toy_checkpoint
+    folder = tmp_path / checkpoint.name
+    shutil.copytree(checkpoint, folder)
+    if name == "custom_checkpoint_0.pkl":  # where Accelerate kept the EMA in older checkpoints
+        (folder / "ema.safetensors").unlink(missing_ok=True)
+    marker = tmp_path / "code-ran"
+    torch.save({"state": _Payload(marker)}, folder / name)
+    trainer = make_trainer({**data, "output_dir": str(tmp_path / "run")})
+    with pytest.raises(CheckpointError, match=re.escape(str(folder / name))):
+        trainer.fit(resume_from=folder)
+    assert not marker.exists()
+
+
+def test_train_recipe_refuses_a_hostile_checkpoint_with_exit_code_2(tmp_path, toy_checkpoint, caplog):
+    import runpy
+
+    data, checkpoint = toy_checkpoint
+    folder = tmp_path / checkpoint.name
+    shutil.copytree(checkpoint, folder)
+    marker = tmp_path / "code-ran"
+    torch.save({"state": _Payload(marker)}, folder / "optimizer.bin")
+    config = tmp_path / "c.yaml"
+    config.write_text(yaml.safe_dump(data, sort_keys=False))
+    main = runpy.run_path(str(ROOT / "recipes" / "train.py"))["main"]
+    assert main(["--config", str(config), "--output-dir", str(tmp_path / "run"), "--resume", str(folder)]) == 2
+    assert f"{folder / 'optimizer.bin'}: refused to load the optimizer state" in caplog.text
+    assert not marker.exists()
+
+
 # ------------------------------------------------------------------------------------------------ 2 processes
 
 TWO_RANK_SCRIPT = """
 import json, sys, torch
-from mmflow.training import Trainer, TrainingConfig, build_dataset, build_model
+from mmflow.training import Trainer, TrainingConfig, build_dataset, build_model, latest_checkpoint
 config = TrainingConfig.from_yaml(sys.argv[1])
 trainer = Trainer(config, build_model(config.model, config.seed), build_dataset(config))
 history = trainer.fit()
 acc = trainer.accelerator
 flat = torch.cat([p.detach().flatten() for p in trainer.unwrapped.parameters()])
 gathered = acc.gather(flat[None])
+trainer.load_checkpoint(latest_checkpoint(trainer.output_dir / "checkpoints"))  # the last step's: the same weights
+reloaded = torch.cat([p.detach().flatten() for p in trainer.unwrapped.parameters()])
 if acc.is_main_process:
     report = {"world": acc.num_processes, "type": str(acc.distributed_type), "losses": [h["loss"] for h in history],
-              "rank_diff": (gathered[0] - gathered[1]).abs().max().item(), "batches": len(trainer.loader)}
+              "rank_diff": (gathered[0] - gathered[1]).abs().max().item(), "batches": len(trainer.loader),
+              "reload_diff": (reloaded - flat).abs().max().item()}
     open(sys.argv[2], "w").write(json.dumps(report))
 """
 
@@ -340,7 +456,7 @@ def test_two_processes_stay_in_sync(tmp_path):
     config_path, script, report_path = tmp_path / "c.yaml", tmp_path / "two_ranks.py", tmp_path / "report.json"
     config_path.write_text(yaml.safe_dump(data))
     script.write_text(textwrap.dedent(TWO_RANK_SCRIPT))
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path()}
     command = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
                "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
                str(script), str(config_path), str(report_path)]
@@ -349,7 +465,7 @@ def test_two_processes_stay_in_sync(tmp_path):
     report = json.loads(report_path.read_text())
     assert report["world"] == 2 and report["type"] == "DistributedType.MULTI_CPU"
     assert report["batches"] == 5  # 20 clips / batch 2 = 10 batches, dealt to 2 ranks
-    assert report["rank_diff"] == 0.0 and all(np.isfinite(report["losses"]))
+    assert report["rank_diff"] == 0.0 and report["reload_diff"] == 0.0 and all(np.isfinite(report["losses"]))
     checkpoint = latest_checkpoint(Path(data["output_dir"]) / "checkpoints")
     assert {"trainer_state_0.pt", "trainer_state_1.pt", "random_states_0.pkl", "random_states_1.pkl"} <= {
         p.name for p in checkpoint.iterdir()

@@ -4,11 +4,13 @@ from .checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from .config import ConfigError, TrainingConfig
 from .data import LengthBucketSampler, MultiStreamCollator, StreamColumns, resolve_columns, row_seconds
 from .ema import EMA
+from .resume import CheckpointError
 from .stages import Stage, apply_stage, trainable_parameters
 from .trainer import Trainer, build_dataset, build_model, make_accelerator
 
 __all__ = [
     "EMA",
+    "CheckpointError",
     "ConfigError",
     "LengthBucketSampler",
     "MultiStreamCollator",

@@ -7,7 +7,9 @@ is given as context), some streams are given whole, some samples' conditions are
 
 Resuming is exact: a checkpoint holds the model, optimizer, LR scheduler, EMA, every rank's RNG states and
 objective generator, and the data position (epoch, batches used in it), so a resumed run produces the same
-losses as one that never stopped.
+losses and weights, bit for bit on the CPU, as one that never stopped. Nothing outside that state may draw
+from the global generators (dropout uses them): the data loader draws its worker seeds from its own
+generator, seeded per epoch. A resume reads the checkpoint without running code from it (``resume.py``).
 """
 
 from __future__ import annotations
@@ -28,7 +30,6 @@ from accelerate.logging import get_logger
 from accelerate.tracking import get_available_trackers
 from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -43,10 +44,13 @@ from .config import ConfigError, ModelConfig, TrainingConfig
 from .data import LengthBucketSampler, MultiStreamCollator, resolve_columns, row_seconds
 from .ema import EMA
 from .lora import apply_lora, lora_merged
+from .resume import CheckpointError, load_plain, load_tensors, restore_accelerator_state, tensor_shapes
 from .stages import Stage, apply_stage, trainable_parameters
 
 logger = get_logger(__name__)
 
+EMA_FILE = "ema.safetensors"
+LEGACY_EMA_FILE = "custom_checkpoint_0.pkl"  # Accelerate's file for registered objects, in older checkpoints
 SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosine": "cosine"}
 
 
@@ -77,9 +81,9 @@ def build_dataset(config):
     return dataset
 
 
-def _rank_seed(seed: int, rank: int) -> int:
-    """A distinct, reproducible seed per (run seed, rank)."""
-    return int(np.random.SeedSequence([seed, rank]).generate_state(1)[0])
+def _rank_seed(seed: int, rank: int, *more: int) -> int:
+    """A distinct, reproducible seed per (run seed, rank, anything else such as the epoch)."""
+    return int(np.random.SeedSequence([seed, rank, *more]).generate_state(1)[0])
 
 
 def make_accelerator(config: TrainingConfig, cpu: bool = False) -> Accelerator:
@@ -145,8 +149,11 @@ class Trainer:
             row_seconds(dataset, self.columns, self.specs), config.batch_size, num_replicas=acc.num_processes,
             seed=config.seed, bucket_batches=config.data.bucket_batches, shuffle=config.data.shuffle,
         )
+        # Every new iterator draws its workers' base seed; from the global generator, that draw would shift
+        # dropout by one number after a resume (a new iterator mid-epoch), so it gets a generator of its own.
+        self.loader_generator = torch.Generator()
         loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collate,
-                            num_workers=config.data.num_workers)
+                            num_workers=config.data.num_workers, generator=self.loader_generator)
         optimizer = torch.optim.AdamW(
             [p for _, p in trainable_parameters(model)], lr=config.optimizer.lr, betas=tuple(config.optimizer.betas),
             weight_decay=config.optimizer.weight_decay, eps=config.optimizer.eps,
@@ -154,7 +161,6 @@ class Trainer:
         scheduler = get_scheduler(SCHEDULER_NAMES[config.schedule.name], optimizer,
                                   num_warmup_steps=config.schedule.warmup_steps, num_training_steps=config.total_steps)
         self.model, self.optimizer, self.loader, self.scheduler = acc.prepare(model, optimizer, loader, scheduler)
-        acc.register_for_checkpointing(self.ema)
 
         self.objective = FlowMatchingObjective(dict(config.objective.condition_dropout),
                                                dict(config.objective.stream_weights))
@@ -229,6 +235,7 @@ class Trainer:
         while self.step < config.total_steps:
             self.sampler.set_epoch(self.epoch)
             self.loader.set_epoch(self.epoch)
+            self.loader_generator.manual_seed(_rank_seed(config.seed + 2, acc.process_index, self.epoch))
             loader = acc.skip_first_batches(self.loader, self.batch_in_epoch) if self.batch_in_epoch else self.loader
             for batches in loader:
                 with acc.accumulate(self.model):
@@ -292,9 +299,10 @@ class Trainer:
     def _write_rank_state(self, folder: Path):
         state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                  "generator": self.generator.get_state(), "num_processes": self.accelerator.num_processes,
-                 "stage": self.stage.name}
+                 "stage": self.stage.name, "ema_updates": self.ema.num_updates}
         torch.save(state, folder / f"trainer_state_{self.accelerator.process_index}.pt")
-        if self.accelerator.is_main_process:
+        if self.accelerator.is_main_process:  # the EMA is the same on every rank
+            save_file({name: t.contiguous().cpu() for name, t in self.ema.shadow.items()}, str(folder / EMA_FILE))
             (folder / "training_config.yaml").write_text(yaml.safe_dump(self.config.to_dict(), sort_keys=False))
 
     def save_checkpoint(self) -> Path:
@@ -304,12 +312,9 @@ class Trainer:
 
     def _check_model_fits(self, folder: Path):
         """Refuse a checkpoint of another model (another config's sizes or streams) before loading anything,
-        naming the keys that differ, instead of failing deep inside ``load_state`` with half the state loaded."""
-        weights = folder / "model.safetensors"
-        if not weights.is_file():
-            return  # a non-safetensors checkpoint: load_state reports what it finds
-        with safe_open(str(weights), framework="pt") as file:
-            found = {key: torch.empty(file.get_slice(key).get_shape(), device="meta") for key in file.keys()}
+        naming the keys that differ, instead of failing with half the state loaded."""
+        shapes, _ = tensor_shapes(folder / "model.safetensors", "model weights")
+        found = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
         problems = state_dict_problems(self.unwrapped.state_dict(), found)
         if problems:
             raise ValueError(
@@ -318,8 +323,20 @@ class Trainer:
                 f"output_dir"
             )
 
+    def _load_ema(self, folder: Path, updates: int):
+        if (folder / EMA_FILE).is_file() or not (folder / LEGACY_EMA_FILE).is_file():
+            file, state = folder / EMA_FILE, {"shadow": load_tensors(folder / EMA_FILE, "EMA weights"),
+                                              "num_updates": updates}
+        else:  # written before the EMA had a safetensors file of its own: read as plain data all the same
+            file, state = folder / LEGACY_EMA_FILE, load_plain(folder / LEGACY_EMA_FILE, "EMA state")
+        try:
+            self.ema.load_state_dict(state)
+        except (KeyError, TypeError, ValueError, RuntimeError) as error:
+            raise CheckpointError(f"{file}: {error}") from None
+
     def load_checkpoint(self, folder: str | os.PathLike):
-        """Restore everything ``save_checkpoint`` wrote; raise naming the folder when it does not fit this run."""
+        """Restore everything ``save_checkpoint`` wrote, reading no file in a way that could run code from it;
+        raise naming the folder when it does not fit this run and the file when one is missing or not plain data."""
         folder = Path(folder)
         rank_file = folder / f"trainer_state_{self.accelerator.process_index}.pt"
         if not rank_file.is_file():
@@ -329,7 +346,12 @@ class Trainer:
                 f"{found or 'nothing'}); pass a folder from {self.output_dir / 'checkpoints'} "
                 f"(available: {[p.name for p in list_checkpoints(self.output_dir / 'checkpoints')]})"
             )
-        state = torch.load(rank_file, weights_only=True)
+        state = load_plain(rank_file, "trainer state")
+        missing = sorted({"step", "epoch", "batch_in_epoch", "generator", "num_processes", "stage"} - set(state)) \
+            if isinstance(state, dict) else ["everything (not a dict)"]
+        if missing:
+            raise CheckpointError(f"{rank_file}: the trainer state lacks {missing}; the checkpoint is damaged or not "
+                                  f"written by mmflow's Trainer. Resume from another checkpoint")
         if state["num_processes"] != self.accelerator.num_processes:
             raise ValueError(
                 f"checkpoint {folder} was written by {state['num_processes']} process(es), this run has "
@@ -342,9 +364,13 @@ class Trainer:
                 f"start the new stage from the previous stage's exported model (model: {{pretrained: ...}})"
             )
         self._check_model_fits(folder)
-        self.accelerator.load_state(str(folder))
+        restore_accelerator_state(self.accelerator, folder, self.model, self.optimizer, self.scheduler)
+        self._load_ema(folder, int(state.get("ema_updates", self.ema.num_updates)))
+        try:
+            self.generator.set_state(state["generator"])
+        except (TypeError, RuntimeError) as error:
+            raise CheckpointError(f"{rank_file}: the objective generator state is invalid ({error})") from None
         self.step, self.epoch, self.batch_in_epoch = state["step"], state["epoch"], state["batch_in_epoch"]
-        self.generator.set_state(state["generator"])
         self.accelerator.step = self.step * self.config.gradient_accumulation  # accumulation phase: aligned
         logger.info(f"resumed from {folder} at step {self.step} (epoch {self.epoch}, batch {self.batch_in_epoch})")
 
