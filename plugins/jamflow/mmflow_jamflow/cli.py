@@ -102,6 +102,8 @@ def _generate_into(out: Path, kinds: list[str], args) -> int:
         motion=args.motion,
         portrait=None if args.no_video else portrait,
         liveportrait_weights=args.liveportrait_weights,
+        idle=args.idle,
+        size=args.size,
         spans=spans or None,
         duration=args.duration,
         speed=args.speed,
@@ -136,8 +138,13 @@ def add_generate(subparsers) -> None:
     parser.add_argument("--motion", help="given motion: .pkl/.npz template, or a video with --liveportrait-weights")
     parser.add_argument("--portrait", help="image to animate (default: the bundled public-domain portrait)")
     parser.add_argument("--no-video", action="store_true", help="write no mp4")
-    parser.add_argument("--liveportrait-weights", help="official LivePortrait weights folder (else mouth-only "
-                        "landmark rendering)")
+    parser.add_argument("--liveportrait-weights", help="official LivePortrait weights folder (else the weights-free "
+                        "landmark renderer)")
+    parser.add_argument("--idle", default="natural", metavar="natural|off|TEMPLATE",
+                        help="non-mouth motion where none is given: natural (seeded blinks, brows, gaze, drift; "
+                        "default), off (a frozen mean face) or a .pkl/.npz motion template")
+    parser.add_argument("--size", type=int, help="longer side of the video in pixels (default: the portrait's, at "
+                        "most 1024; range 64-2048)")
     parser.add_argument("--span", type=_span, action="append", help="edit: STREAM:START:END seconds (repeatable)")
     parser.add_argument("--duration", type=float, help="seconds to generate (default: from the text or input)")
     parser.add_argument("--speed", type=float, default=1.0, help="speaking rate factor")

@@ -208,6 +208,8 @@ class JAMFlowPipeline(DiffusionPipeline):
         portrait=None,
         renderer=None,
         liveportrait_weights: str | os.PathLike | None = None,
+        idle: str | os.PathLike | MotionTemplate | None = "natural",
+        size: int | None = None,
         spans: Mapping[str, Sequence[tuple[float, float]]] | None = None,
         duration: float | None = None,
         speed: float = 1.0,
@@ -235,7 +237,11 @@ class JAMFlowPipeline(DiffusionPipeline):
                 pipeline's ``renderer`` component, else ``liveportrait_weights``, else the landmark fallback.
             renderer: A ready renderer (``make_renderer``) instead of ``portrait``.
             liveportrait_weights: Official LivePortrait weights folder (rendering and motion extraction); None
-                renders with the weights-free landmark fallback (mouth only).
+                renders with the weights-free landmark fallback.
+            idle: The face's non-mouth motion where no motion is given (talking head, audio → motion):
+                ``"natural"`` (seeded blinks, brow life, gaze and drift from ``mmflow_motion_liveportrait.idle``),
+                ``"off"`` (the model's mean face, frozen) or a motion template whose expression is used.
+            size: Longer side of the rendered video in pixels (default: the portrait's, at most 1024).
             spans: ``edit`` only: ``{"audio": [(start, end)], "motion": [...]}`` seconds to regenerate.
             duration: Seconds to generate (after the reference); default: from the text, or the given stream.
             speed: Speaking rate factor for the duration estimate.
@@ -262,10 +268,10 @@ class JAMFlowPipeline(DiffusionPipeline):
 
             # built now: the face is detected (and bad portraits refused) before any heavy work
             if liveportrait_weights is None and self.renderer is not None:
-                render = self.renderer.renderer(portrait)
+                render = self.renderer.renderer(portrait, size=size)
             else:
-                render = make_renderer(portrait, weights=liveportrait_weights)
-        timelines, layouts = self._timelines(task, prompts, spans, duration, speed)
+                render = make_renderer(portrait, weights=liveportrait_weights, size=size)
+        timelines, layouts = self._timelines(task, prompts, spans, duration, speed, idle)
         scheduler = self.scheduler
         if num_inference_steps is not None:  # a copy: the pipeline's scheduler keeps its configured steps
             scheduler = FlowMatchingScheduler.from_config(self.scheduler.config)
@@ -387,7 +393,7 @@ class JAMFlowPipeline(DiffusionPipeline):
         cond_frames = ref_frames + 1  # the reference's mel frames (centred STFT)
         return max(total, max(ids, cond_frames) + 1) - cond_frames
 
-    def _timelines(self, task, prompts, spans, duration, speed):
+    def _timelines(self, task, prompts, spans, duration, speed, idle="off"):
         spec_a, spec_m = self.transformer.stream_spec(AUDIO), self.transformer.stream_spec(MOTION)
         period = common_period({AUDIO: spec_a, MOTION: spec_m})
         grid_a = int(period * spec_a.frame_rate)
@@ -406,7 +412,7 @@ class JAMFlowPipeline(DiffusionPipeline):
             snap = len(pieces) > 1
             group, layout = [], _Layout([], [])
             for k, piece in enumerate(pieces):
-                timeline, audio_from = self._timeline(task, prompt, piece, spans, duration, speed, snap, grid_a)
+                timeline, audio_from = self._timeline(task, prompt, piece, spans, duration, speed, snap, grid_a, idle)
                 timeline.seed = prompt.seed + k  # chunk k of a text: seed + k, as F5-TTS
                 group.append(timeline)
                 layout.audio_from.append(audio_from)
@@ -415,7 +421,7 @@ class JAMFlowPipeline(DiffusionPipeline):
             layouts.append(layout)
         return timelines, layouts
 
-    def _timeline(self, task, prompt: _Prompt, text, spans, duration, speed, snap: bool, grid_a: int):
+    def _timeline(self, task, prompt: _Prompt, text, spans, duration, speed, snap: bool, grid_a: int, idle="off"):
         """One sample: audio = [reference | generated] or given speech; motion follows the same seconds."""
         spec_a, spec_m = self.transformer.stream_spec(AUDIO), self.transformer.stream_spec(MOTION)
         device, dtype = self.transformer.device, self.transformer.dtype
@@ -458,6 +464,8 @@ class JAMFlowPipeline(DiffusionPipeline):
         mouth = torch.zeros(n_m, norm.mouth_channels)
         rest = torch.zeros(n_m, norm.rest_channels)
         given_m = torch.zeros(n_m, dtype=torch.bool)
+        if given_exp is None and task != "tts":  # no driving motion: condition on an idle face, not a frozen one
+            rest = self._idle_rest(idle, n_m, prompt.seed, spec_m.frame_rate, rest)
         if given_exp is not None:
             if prompt.audio is not None and abs(len(given_exp) - (n_m - m_from)) > 1:
                 raise MissingInputError(
@@ -490,6 +498,15 @@ class JAMFlowPipeline(DiffusionPipeline):
             MOTION: StreamTrack(mouth.to(device, dtype), given_m.to(device), rest.to(device, dtype)),
         }
         return Timeline(tracks, seed=prompt.seed), ref_n
+
+    def _idle_rest(self, idle, frames: int, seed: int, frame_rate, rest: torch.Tensor) -> torch.Tensor:
+        """Normalised e_rest of the idle track (``idle.idle_track``), or ``rest`` unchanged when it is off."""
+        from mmflow_motion_liveportrait.idle import idle_track
+
+        norm = self.motion_normalizer
+        neutral = norm.denormalize(torch.zeros(1, norm.mouth_channels), torch.zeros(1, norm.rest_channels))[0]
+        exp = idle_track(idle, frames, seed, frame_rate, neutral.numpy())
+        return rest if exp is None else norm.normalize(torch.from_numpy(exp))[1].to(rest.dtype)
 
     def _guidance(self, task, scale, uncond_joint_view) -> Guidance | None:
         scales = dict(scale) if isinstance(scale, Mapping) else {AUDIO: float(scale), MOTION: float(scale)}

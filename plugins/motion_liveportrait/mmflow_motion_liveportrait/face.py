@@ -245,15 +245,21 @@ def load_portrait(image: str | os.PathLike | np.ndarray, size: int | None = None
             frame = _read_image_file(path)
     else:
         frame = load_image(image, name)
+    return fit_frame(frame, render_side(size, frame.shape[1], frame.shape[0]), name)
+
+
+def fit_frame(frame: np.ndarray, side: int, name: str | None = None) -> np.ndarray:
+    """``H×W×3`` uint8 resized so that its longer side is ``side`` (unchanged when it already is)."""
+    from PIL import Image
+
     height, width = frame.shape[:2]
-    side = render_side(size, width, height)
     if max(height, width) == side:
         return frame
     ratio = side / max(height, width)
     new_size = (max(16, round(width * ratio)), max(16, round(height * ratio)))
     logger.info("%s: rendering at %d×%d (from %d×%d)", _describe(name), *new_size, width, height)
     resample = Image.BOX if ratio < 1 else Image.BICUBIC  # area average when shrinking, as cv2.INTER_AREA
-    return np.asarray(Image.fromarray(frame).resize(new_size, resample))
+    return np.array(Image.fromarray(frame).resize(new_size, resample))
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -574,6 +580,14 @@ class FaceCrop:
     def matrix_for(self, size: int) -> np.ndarray:
         """frame→crop map for a crop of another resolution over the same area (e.g. G's 512² output)."""
         return resize_matrix(self.size, size) @ self.frame_to_crop
+
+    def for_frame(self, frame: np.ndarray) -> FaceCrop:
+        """The same crop, mapped onto ``frame``: a resized copy of the frame it was taken from (paste-back there)."""
+        height, width = self.frame_size
+        scale_x, scale_y = frame.shape[1] / width, frame.shape[0] / height
+        to_old = np.array([[1 / scale_x, 0, 0.5 / scale_x - 0.5], [0, 1 / scale_y, 0.5 / scale_y - 0.5], [0, 0, 1.0]])
+        landmarks = (self.landmarks + 0.5) * np.array([scale_x, scale_y], dtype=np.float32) - 0.5
+        return FaceCrop(self.image, self.frame_to_crop @ to_old, frame.shape[:2], landmarks.astype(np.float32))
 
     def tensor(self) -> torch.Tensor:
         """``1×3×S×S`` float32 in [0, 1], LivePortrait's network input (no mean/std normalisation)."""

@@ -28,8 +28,16 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
-from .expression_layout import BLINK, BROW_KEYPOINT_INDICES, EYE_KEYPOINT_INDICES, ROUND, SPREAD, amount, mean_offset
-from .face import CHIN, CropConfig, FaceCrop, LandmarkDetector, apply_matrix, crop_from_landmarks, to_tensor
+from .expression_layout import (
+    BLINK,
+    BROW_KEYPOINT_INDICES,
+    EYE_KEYPOINT_INDICES,
+    ROUND,
+    SPREAD,
+    amount,
+    mean_offset,
+)
+from .face import CHIN, CropConfig, FaceCrop, LandmarkDetector, apply_matrix, to_tensor
 from .render import (
     CLOSED_MOUTH_EXP_Y,
     OPEN_MOUTH_EXP_SPAN,
@@ -130,10 +138,7 @@ class LandmarkFallbackRenderer:
         )
         if batch_size < 1:
             raise ValueError(f"batch_size must be ≥ 1; got {batch_size}.")
-        self.source_frame, face = portrait_and_face(source, size, face, detector, self.CROP)
-        if face.size != self.CROP.size:
-            face = crop_from_landmarks(self.source_frame, face.landmarks, self.CROP)
-        self.face = face
+        self.source_frame, self.face = portrait_and_face(source, size, face, detector, self.CROP, recrop=True)
         self.max_drop, self.batch_size = max_drop, batch_size
         self.closed_exp_y, self.open_exp_span = closed_exp_y, open_exp_span
         self._build_fields()
@@ -363,7 +368,6 @@ class LandmarkFallbackRenderer:
         dx = column("gaze") * self._gaze + turn_x * self._turn - lip_scale * self._lip_weight
         size = self.face.size
         grid = torch.stack([(2 * (self._xs - dx) + 1) / size - 1, (2 * (self._ys - dy) + 1) / size - 1], dim=-1)
-        batch = grid.shape[0]
         face = F.grid_sample(self._closed_lids(closure), grid, mode="bilinear", padding_mode="border",
                              align_corners=False)  # B×3×h×w
 

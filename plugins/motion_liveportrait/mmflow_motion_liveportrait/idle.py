@@ -11,6 +11,7 @@ Only the non-mouth keypoints move; the mouth keypoints (what the model generates
 
 from __future__ import annotations
 
+import os
 from fractions import Fraction
 
 import numpy as np
@@ -29,10 +30,16 @@ BLINK_INTERVAL = (2.0, 6.0)
 BROW_DRIFT, HEAD_DRIFT, GAZE_DRIFT = 0.002, 0.0015, 0.001  # expression units
 
 
-def blink_times(seconds: float, rng: np.random.Generator) -> np.ndarray:
-    """Blink onsets in ``[0, seconds)``: the first within the first interval, then every 2–6 s."""
+FIRST_BLINK = (0.2, BLINK_INTERVAL[1] - 1.0)
+"""Range of the first blink's onset in the synthetic corpus (seconds)."""
+IDLE_FIRST_BLINK = (0.3, 1.5)
+"""The idle track's first blink comes early, so that short clips (a sentence or two) blink too."""
+
+
+def blink_times(seconds: float, rng: np.random.Generator, first: tuple[float, float] = FIRST_BLINK) -> np.ndarray:
+    """Blink onsets in ``[0, seconds)``: the first in ``first`` seconds, then every 2–6 s."""
     times = []
-    t = rng.uniform(0.2, BLINK_INTERVAL[1] - 1.0)
+    t = rng.uniform(*first)
     while t < seconds:
         times.append(t)
         t += rng.uniform(*BLINK_INTERVAL)
@@ -62,11 +69,18 @@ def drift(num_frames: int, rng: np.random.Generator, amplitude: float, frame_rat
     return amplitude * wave / weights.sum()
 
 
-def add_idle_motion(exp: np.ndarray, rng: np.random.Generator, frame_rate: float, blink_gain: float = 1.0) -> None:
+def add_idle_motion(
+    exp: np.ndarray,
+    rng: np.random.Generator,
+    frame_rate: float,
+    blink_gain: float = 1.0,
+    first_blink: tuple[float, float] = FIRST_BLINK,
+) -> None:
     """Add blinks, brow and head drift and gaze wander to ``exp`` (``T×21×3`` float64, in place) and zero the
     inert keypoints. The draws from ``rng`` come in a fixed order, so the same generator gives the same face."""
     num_frames = exp.shape[0]
-    closure = blink_gain * blink_curve(blink_times(num_frames / float(frame_rate), rng), num_frames, frame_rate)
+    onsets = blink_times(num_frames / float(frame_rate), rng, first_blink)
+    closure = blink_gain * blink_curve(onsets, num_frames, frame_rate)
     for k, axis, offset in BLINK:
         exp[:, k, axis] += offset * closure
     for k in BROW_KEYPOINT_INDICES:
@@ -88,5 +102,43 @@ def idle_motion(num_frames: int, seed: int, frame_rate: float | Fraction, blink_
         raise ValueError(f"frame_rate must be positive frames per second, got {frame_rate}")
     exp = np.zeros((num_frames, NUM_KEYPOINTS, 3))
     rng = np.random.default_rng([0x1D1E, int(seed) & 0xFFFFFFFF])
-    add_idle_motion(exp, rng, float(frame_rate), blink_gain)
+    add_idle_motion(exp, rng, float(frame_rate), blink_gain, IDLE_FIRST_BLINK)
     return exp.astype(np.float32)
+
+
+IDLE_CHOICES = ("natural", "off")
+
+
+def idle_track(idle, num_frames: int, seed: int, frame_rate: float | Fraction, neutral: np.ndarray) -> np.ndarray | None:
+    """The non-mouth expression to condition a motion stream on when no motion is given, ``T×21×3`` float32.
+
+    idle: ``"natural"`` (``neutral`` + :func:`idle_motion` from ``seed``), ``"off"`` / None / False (None: keep
+    the mean face), or a LivePortrait template (``.pkl``/``.npz`` path or :class:`~.motion_template.MotionTemplate`)
+    whose expression is used as it is, resampled to ``frame_rate`` and played back and forth to ``num_frames``.
+    neutral: the ``21×3`` face the natural idle motion is added to (the model's mean face). Only the non-mouth
+    keypoints of the result matter to the caller (the mouth is generated).
+    """
+    from .motion_template import MotionTemplate, load_motion_template
+
+    if idle is None or idle is False or (isinstance(idle, str) and idle == "off"):
+        return None
+    if isinstance(idle, str) and idle == "natural":
+        return (np.asarray(neutral, np.float32)[None] + idle_motion(num_frames, seed, frame_rate)).astype(np.float32)
+    if isinstance(idle, str | os.PathLike) and str(idle).lower().endswith((".pkl", ".npz")):
+        idle = load_motion_template(idle)
+    if not isinstance(idle, MotionTemplate):
+        raise ValueError(
+            f"idle must be one of {IDLE_CHOICES}, a LivePortrait motion template (.pkl/.npz) or a MotionTemplate; "
+            f"got {idle!r}."
+        )
+    exp = np.asarray(idle.exp, np.float64).reshape(idle.num_frames, NUM_KEYPOINTS, 3)
+    times = np.arange(num_frames) / float(frame_rate)  # played back and forth, resampled to the stream's rate
+    period = (len(exp) - 1) / float(idle.fps)
+    if period <= 0:
+        return np.repeat(exp[:1], num_frames, axis=0).astype(np.float32)
+    phase = np.mod(times, 2 * period)
+    source = np.minimum(phase, 2 * period - phase) * float(idle.fps)  # fractional template frame
+    low = np.floor(source).astype(int).clip(0, len(exp) - 1)
+    high = np.minimum(low + 1, len(exp) - 1)
+    weight = (source - low)[:, None, None]
+    return ((1 - weight) * exp[low] + weight * exp[high]).astype(np.float32)

@@ -28,16 +28,17 @@ from tqdm.auto import tqdm
 
 from .checkpoints import LivePortraitWeights
 from .face import (
-    CHIN,
     LIVEPORTRAIT_CROP,
+    MAX_RENDER_SIDE,
     CropConfig,
     FaceCrop,
     LandmarkDetector,
     PasteBack,
-    apply_matrix,
     crop_from_landmarks,
     default_detector,
+    fit_frame,
     load_portrait,
+    render_side,
     to_uint8,
 )
 from .keypoints import (
@@ -176,21 +177,29 @@ def portrait_and_face(
     face: FaceCrop | None,
     detector: LandmarkDetector | None,
     crop_config: CropConfig,
+    recrop: bool = False,
 ) -> tuple[np.ndarray, FaceCrop]:
-    """The portrait at its working resolution (``face.load_portrait``) and its face crop (detected unless given).
+    """The frame to paste into, at the size asked for (``face.render_side``), and the face crop mapped onto it.
 
-    A given ``face`` must come from a frame of the working size (crop the frame this returns)."""
+    The face is found and cropped on the portrait at its working resolution (``face.load_portrait``: its own
+    size, at most ``MAX_RENDER_SIDE``, or ``size`` when larger), so a small ``size`` does not shrink the face
+    below what the detector and the crop need; the crop is then mapped onto the resized frame. A given ``face``
+    must come from a frame of the working resolution; ``recrop`` re-crops it with ``crop_config`` when its size
+    differs."""
     name = str(source) if isinstance(source, str | os.PathLike) else None
-    frame = load_portrait(source, size, name)
+    work = load_portrait(source, size if size is not None and size > MAX_RENDER_SIDE else None, name)
     if face is None:
         detector = detector or default_detector()
-        return frame, crop_from_landmarks(frame, detector.detect(frame, name).landmarks, crop_config)
-    if tuple(face.frame_size) != frame.shape[:2]:
+        face = crop_from_landmarks(work, detector.detect(work, name).landmarks, crop_config)
+    elif tuple(face.frame_size) != work.shape[:2]:
         raise ValueError(
-            f"face was cropped from a {face.frame_size[1]}×{face.frame_size[0]} frame but the portrait renders at "
-            f"{frame.shape[1]}×{frame.shape[0]} (size={size}); pass face=None or crop the resized portrait."
+            f"face was cropped from a {face.frame_size[1]}×{face.frame_size[0]} frame but the portrait works at "
+            f"{work.shape[1]}×{work.shape[0]}; pass face=None or crop that frame."
         )
-    return frame, face
+    elif recrop and face.size != crop_config.size:
+        face = crop_from_landmarks(work, face.landmarks, crop_config)
+    frame = fit_frame(work, render_side(size, work.shape[1], work.shape[0]), name)
+    return frame, (face if frame is work else face.for_frame(frame))
 
 
 
