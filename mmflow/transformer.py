@@ -139,6 +139,7 @@ class MMDiT(ModelMixin, ConfigMixin):
     """
 
     config_name = "config.json"
+    _supports_gradient_checkpointing = True  # enable_gradient_checkpointing(): each layer step is recomputed
 
     @register_to_config
     def __init__(
@@ -152,6 +153,7 @@ class MMDiT(ModelMixin, ConfigMixin):
         stream_order: list[str] | None = None,
     ):
         super().__init__()
+        self.gradient_checkpointing = False
         if not streams:
             raise ValueError("an MMDiT needs at least one stream in `streams`")
         streams = _ordered_streams(streams, stream_order)
@@ -322,35 +324,41 @@ class MMDiT(ModelMixin, ConfigMixin):
             hidden[name], conditioning[name] = self.backbones[name].embed(
                 x_t[name], times[name], batches[name], plan.drops[name], prepared=plan.prepared.get(name)
             )
-        tables, padding = plan.tables, plan.padding
-        alone_masks, joint_masks = plan.alone_masks, plan.joint_masks
-
         for step in range(self.num_steps):
-            present = tuple(n for n in active if self.backbones[n].depth > step)
-            inputs = {}
-            for name in present:
-                backbone = self.backbones[name]
-                block = backbone.transformer_blocks[step]
-                (q, k, v), modulation = block.attention_inputs(hidden[name], conditioning[name])
-                q = apply_rotary(q, tables[name], backbone.rope_heads)
-                k = apply_rotary(k, tables[name], backbone.rope_heads)
-                inputs[name] = (q, k, v, modulation)
-            if step in self.joint_steps and len(present) > 1:
-                q, k, v = (torch.cat([inputs[n][i] for n in present], dim=2) for i in range(3))
-                attended = self._attend(q, k, v, joint_masks[present])
-                sizes = [batches[n].num_frames for n in present]
-                outputs = dict(zip(present, attended.split(sizes, dim=2), strict=True))
+            if self.gradient_checkpointing and torch.is_grad_enabled():  # recompute the step in backward
+                hidden = self._gradient_checkpointing_func(self._block_step, step, hidden, conditioning, plan, batches)
             else:
-                outputs = {n: self._attend(*inputs[n][:3], alone_masks[n]) for n in present}
-            for name in present:
-                block = self.backbones[name].transformer_blocks[step]
-                hidden[name] = block.finish(hidden[name], outputs[name], inputs[name][3], padding[name])
+                hidden = self._block_step(step, hidden, conditioning, plan, batches)
 
         return {
             name: self.backbones[name].output(hidden[name], conditioning[name], batches[name]) if name in active
             else torch.zeros_like(x_t[name])
             for name in self.stream_names
         }
+
+    def _block_step(self, step: int, hidden: dict, conditioning: dict, plan: ForwardPlan, batches) -> dict:
+        """Layer ``step`` of every stream that has one: jointly at a joint step, each alone otherwise."""
+        hidden = dict(hidden)
+        present = tuple(n for n in plan.active if self.backbones[n].depth > step)
+        inputs = {}
+        for name in present:
+            backbone = self.backbones[name]
+            block = backbone.transformer_blocks[step]
+            (q, k, v), modulation = block.attention_inputs(hidden[name], conditioning[name])
+            q = apply_rotary(q, plan.tables[name], backbone.rope_heads)
+            k = apply_rotary(k, plan.tables[name], backbone.rope_heads)
+            inputs[name] = (q, k, v, modulation)
+        if step in self.joint_steps and len(present) > 1:
+            q, k, v = (torch.cat([inputs[n][i] for n in present], dim=2) for i in range(3))
+            attended = self._attend(q, k, v, plan.joint_masks[present])
+            sizes = [batches[n].num_frames for n in present]
+            outputs = dict(zip(present, attended.split(sizes, dim=2), strict=True))
+        else:
+            outputs = {n: self._attend(*inputs[n][:3], plan.alone_masks[n]) for n in present}
+        for name in present:
+            block = self.backbones[name].transformer_blocks[step]
+            hidden[name] = block.finish(hidden[name], outputs[name], inputs[name][3], plan.padding[name])
+        return hidden
 
     # ---------------------------------------------------------------------------------------------- loading
 

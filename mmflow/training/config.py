@@ -255,6 +255,7 @@ class TrainingConfig:
     sampling: SamplingConfig = field(default_factory=SamplingConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     mixed_precision: str = "no"
+    gradient_checkpointing: bool = False  # recompute each MMDiT layer step in backward: less memory, more time
     seed: int = 0
     log_every: int = 10
     tracker: str = "none"

@@ -124,6 +124,8 @@ class Trainer:
                 "Set mixed_precision: 'no' for CPU runs"
             )
         self._check_streams(model)
+        if config.gradient_checkpointing:
+            model.enable_gradient_checkpointing()
 
         stage_config = config.current_stage
         self.stage = Stage(config.stage, tuple(stage_config.frozen), stage_config.description)
