@@ -1,10 +1,13 @@
 """Attention backends with declared capabilities.
 
-A backend says which masks it can honour (``none``, ``dense``, ``block``) and whether it can run backward on
-the device at hand. Asking a backend for a mask it cannot honour raises ``AttentionBackendError``; a mask is
-never dropped silently. ``"auto"`` picks plain SDPA when the mask lets every query see every key, and SDPA
-with a dense boolean mask otherwise (FlexAttention only ties dense SDPA on an H100 for JAM-Flow's masks,
-``performance-anchors.md``, so it is opt-in).
+A backend says which masks it can honour (``none``, ``dense``, ``block``), which dtypes it is exact in and
+whether it can run backward on the device at hand. Asking a backend for something it cannot do raises
+``AttentionBackendError``; a mask is never dropped silently. ``"auto"`` picks plain SDPA when the mask lets
+every query see every key; on CUDA it picks ``split`` (``mmflow.split_attention``) when most of the mask is
+whole stream-to-stream blocks (JAM-Flow's audio → audio); otherwise SDPA with a dense boolean mask.
+FlexAttention only ties dense SDPA on an H100 for JAM-Flow's masks (``performance-anchors.md``), so it is
+opt-in. On CPU ``auto`` stays on the dense mask: ``split`` is exact to float rounding, not to the bit, and
+released outputs are pinned bit for bit.
 
 Shape letters: ``b`` batch, ``h`` heads, ``N`` tokens, ``d`` head width.
 """
@@ -21,6 +24,7 @@ import torch
 import torch.nn.functional as F
 
 from .masks import AttentionMask
+from .split_attention import SPLIT_DTYPES, split_attention, whole_share
 
 logger = logging.getLogger(__name__)
 
@@ -36,17 +40,25 @@ class AttentionBackend:
     name: str
     masks: frozenset[str]
     description: str
+    dtypes: frozenset[torch.dtype] | None = None  # None: any floating dtype
 
-    def check(self, mask: AttentionMask | None) -> None:
-        """Raise if ``mask`` restricts attention and this backend cannot apply a mask."""
+    def check(self, mask: AttentionMask | None, dtype: torch.dtype | None = None) -> None:
+        """Raise if ``mask`` restricts attention and this backend cannot apply a mask, or ``dtype`` is not one
+        it is exact in."""
         if mask is not None and not self.masks & {"dense", "block"} and not mask.is_full:
             raise AttentionBackendError(
                 f"attention backend {self.name!r} cannot apply an attention mask ({self.description}); "
                 f"use attention_backend='sdpa_masked', 'flex' or 'auto'"
             )
+        if dtype is not None and self.dtypes is not None and dtype not in self.dtypes:
+            raise AttentionBackendError(
+                f"attention backend {self.name!r} does not support {dtype} ({self.description}); "
+                f"it supports {sorted(str(d) for d in self.dtypes)}: use attention_backend='sdpa_masked' or 'auto'"
+            )
 
     def __call__(self, q, k, v, mask: AttentionMask | None) -> torch.Tensor:
-        self.check(mask)
+        restricted = mask is not None and not mask.is_full
+        self.check(mask, q.dtype if restricted else None)
         return _KERNELS[self.name](q, k, v, None if mask is None or mask.is_full else mask)
 
 
@@ -86,7 +98,13 @@ def _flex(q, k, v, mask):
         return flex_attention(q, k, v, block_mask=block)
 
 
-_KERNELS = {"sdpa": _sdpa, "sdpa_masked": _sdpa_masked, "flex": _flex}
+def _split(q, k, v, mask):
+    if mask is None:
+        return _sdpa(q, k, v, None)
+    return split_attention(q, k, v, mask)
+
+
+_KERNELS = {"sdpa": _sdpa, "sdpa_masked": _sdpa_masked, "flex": _flex, "split": _split}
 
 BACKENDS: dict[str, AttentionBackend] = {
     "sdpa": AttentionBackend("sdpa", frozenset({"none"}), "plain scaled_dot_product_attention, no mask"),
@@ -95,6 +113,12 @@ BACKENDS: dict[str, AttentionBackend] = {
     ),
     "flex": AttentionBackend(
         "flex", frozenset({"none", "block"}), "FlexAttention with a BlockMask (compiled on CUDA; forward only on CPU)"
+    ),
+    "split": AttentionBackend(
+        "split", frozenset({"none", "dense"}),
+        "unmasked SDPA on whole stream-to-stream blocks, masked SDPA on the rest, merged exactly; "
+        "forward and backward on every device",
+        dtypes=SPLIT_DTYPES,
     ),
 }
 
@@ -110,12 +134,33 @@ def check_backend_name(name: str) -> str:
 def attend(q, k, v, mask: AttentionMask | None, backend: str = "auto") -> torch.Tensor:
     """Attention of ``q`` ``(b, h, N, d)`` over ``k``, ``v`` under ``mask`` with the named backend."""
     if backend == "auto":
-        backend = "sdpa" if mask is None or mask.is_full else "sdpa_masked"
+        backend = auto_backend(mask, q.device, q.dtype)
     try:
         chosen = BACKENDS[backend]
     except KeyError:
         raise ValueError(f"unknown attention backend {backend!r}; choose one of {BACKEND_CHOICES}") from None
     return chosen(q, k, v, mask)
+
+
+AUTO_SPLIT_MIN_DENSE = 0.5
+"""``auto`` uses ``split`` when at least this share of the query-key pairs lies in whole unmasked blocks."""
+
+
+def auto_backend(mask: AttentionMask | None, device: torch.device | str, dtype: torch.dtype) -> str:
+    """The backend ``"auto"`` runs under ``mask`` for queries on ``device`` in ``dtype`` (module docstring)."""
+    if mask is None or mask.is_full:
+        return "sdpa"
+    joint = len(mask.segments) > 1  # one stream with padding: the dense path's broadcast key mask is enough
+    if torch.device(device).type == "cuda" and dtype in SPLIT_DTYPES and joint and _whole_share(mask) >= AUTO_SPLIT_MIN_DENSE:
+        return "split"
+    return "sdpa_masked"
+
+
+def _whole_share(mask: AttentionMask) -> float:
+    """``whole_share`` once per compiled mask (it reads joint views: a device sync on a GPU)."""
+    if "whole_share" not in mask._plans:
+        mask._plans["whole_share"] = whole_share(mask)
+    return mask._plans["whole_share"]
 
 
 def naive_attention(q, k, v, dense_mask: torch.Tensor | None = None) -> torch.Tensor:

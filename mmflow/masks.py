@@ -22,8 +22,10 @@ Shape letters: ``b`` batch, ``N`` joint tokens, ``n`` tokens of one stream.
 
 from __future__ import annotations
 
+import json
 import math
-from collections.abc import Mapping, Sequence
+from collections import OrderedDict
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cached_property
@@ -201,6 +203,73 @@ def local_global_policy(global_stream: str, local_stream: str, window_seconds: f
     )
 
 
+# ------------------------------------------------------------------------------------------------ cache
+
+
+class MaskCache:
+    """A bounded least-recently-used cache of built masks (dense tensors, BlockMasks, backend plans).
+
+    Building a mask from its rules costs a pass over every (query, key) pair, a BlockMask much more; a sampler
+    asks for the same one at every step. Entries are keyed by what the mask depends on (policy, stream
+    lengths and rates, padding, joint views, device) and bounded by count and by the bytes of their tensors,
+    so a long run over many lengths keeps memory flat. Cached tensors are shared: read them, never write.
+    """
+
+    def __init__(self, max_entries: int = 32, max_bytes: int = 256 * 2**20):
+        self.max_entries, self.max_bytes = max_entries, max_bytes
+        self._entries: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
+        self.hits = self.misses = 0
+
+    def get(self, key: tuple, build: Callable[[], object]):
+        if key in self._entries:
+            self._entries.move_to_end(key)
+            self.hits += 1
+            return self._entries[key][0]
+        self.misses += 1
+        value = build()
+        size = _nbytes(value)
+        if size <= self.max_bytes:
+            self._entries[key] = (value, size)
+            while len(self._entries) > self.max_entries or self.nbytes > self.max_bytes:
+                self._entries.popitem(last=False)
+        return value
+
+    @property
+    def nbytes(self) -> int:
+        return sum(size for _, size in self._entries.values())
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def clear(self) -> None:
+        self._entries.clear()
+        self.hits = self.misses = 0
+
+
+def _nbytes(value) -> int:
+    """Bytes held by the tensors in ``value`` (a tensor, a tuple/list/dict of them, or an object's fields)."""
+    if isinstance(value, torch.Tensor):
+        return value.numel() * value.element_size()
+    if isinstance(value, (tuple, list)):
+        return sum(_nbytes(item) for item in value)
+    if isinstance(value, dict):
+        return sum(_nbytes(item) for item in value.values())
+    fields = getattr(value, "__dict__", None)
+    return sum(_nbytes(item) for item in fields.values()) if fields else 0
+
+
+MASK_CACHE = MaskCache()
+"""Built masks shared by every ``AttentionMask`` with the same key (see ``AttentionMask.cache_key``)."""
+
+
+def _tensor_key(tensor: torch.Tensor | None):
+    """Content of a small bool tensor as a hashable key (one device-to-host copy)."""
+    if tensor is None:
+        return None
+    flat = tensor.detach().to("cpu", torch.bool)
+    return tuple(flat.shape), flat.numpy().tobytes()
+
+
 # --------------------------------------------------------------------------------------------- compiled
 
 
@@ -229,6 +298,8 @@ class AttentionMask:
     joint_view: torch.Tensor | None = None
     _dense: torch.Tensor | None = field(default=None, repr=False)
     _block: object | None = field(default=None, repr=False)
+    _key: tuple | None = field(default=None, repr=False)
+    _plans: dict = field(default_factory=dict, repr=False)  # what backends derive from this mask (split plans)
 
     @property
     def size(self) -> int:
@@ -253,14 +324,30 @@ class AttentionMask:
         switched = self.joint_view is not None and not bool(self.joint_view.all())
         return padded or switched
 
+    def cache_key(self, what: str, device: torch.device | str | None = None, *extra) -> tuple:
+        """Key of a mask built from this one in ``MASK_CACHE``: ``what`` was built, on which device, from which
+        policy, layout, padding and joint views (only what changes the mask: no padding is ``None``)."""
+        if self._key is None:
+            policy = json.dumps(self.policy.to_config(), sort_keys=True)
+            key_valid = self.key_valid if self.per_sample else None
+            joint_view = self.joint_view if self.per_sample and len(self.segments) > 1 else None
+            self._key = (policy, self.segments, _tensor_key(key_valid), _tensor_key(joint_view))
+        return (what, None if device is None else str(torch.device(device)), *extra, *self._key)
+
     def _pair_allowed(self, qa: StreamSegment, kb: StreamSegment, q: torch.Tensor, k: torch.Tensor):
         return self.policy.rule(qa.name, kb.name).allowed(q, k, qa.rate, kb.rate)
 
     def dense(self, device: torch.device | str | None = None) -> torch.Tensor:
-        """Boolean mask ``(b or 1, 1, N, N)``, True where a query may attend to a key (SDPA's convention)."""
+        """Boolean mask ``(b or 1, 1, N, N)``, True where a query may attend to a key (SDPA's convention).
+
+        Built once per (policy, lengths, padding, joint views, device) and kept in ``MASK_CACHE``."""
         if self._dense is not None:
             return self._dense
         device = device or (self.key_valid.device if self.key_valid is not None else "cpu")
+        self._dense = MASK_CACHE.get(self.cache_key("dense", device), lambda: self._build_dense(device))
+        return self._dense
+
+    def _build_dense(self, device: torch.device | str) -> torch.Tensor:
         n = self.size
         base = torch.zeros(n, n, dtype=torch.bool, device=device)
         for qa in self.segments:
@@ -283,8 +370,7 @@ class AttentionMask:
                 valid = self.key_valid.to(device)
                 mask &= valid[:, None, :]
                 mask |= (~valid)[:, :, None] & valid[:, None, :]  # padding queries: all real keys
-        self._dense = mask.unsqueeze(1)
-        return self._dense
+        return mask.unsqueeze(1)
 
     def _batch_size(self) -> int:
         for tensor in (self.key_valid, self.joint_view):
@@ -317,16 +403,20 @@ class AttentionMask:
         return mask_mod
 
     def block_mask(self, device: torch.device | str, block_size: int = 128, compile: bool | None = None):
-        """FlexAttention ``BlockMask`` for this mask (cached on the object; build it once per forward pass)."""
+        """FlexAttention ``BlockMask`` for this mask, built once per (policy, lengths, padding, joint views,
+        device, block size) and kept in ``MASK_CACHE``."""
         if self._block is None:
             from torch.nn.attention.flex_attention import create_block_mask
 
             batch = self._batch_size() if self.per_sample else None
             if compile is None:
                 compile = torch.device(device).type == "cuda"
-            self._block = create_block_mask(
-                self.mask_mod(), batch, None, self.size, self.size, device=device,
-                BLOCK_SIZE=block_size, _compile=compile,
+            self._block = MASK_CACHE.get(
+                self.cache_key("block", device, block_size, compile),
+                lambda: create_block_mask(
+                    self.mask_mod(), batch, None, self.size, self.size, device=device,
+                    BLOCK_SIZE=block_size, _compile=compile,
+                ),
             )
         return self._block
 

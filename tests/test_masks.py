@@ -128,3 +128,39 @@ def test_compiled_flex_matches_dense_on_cuda():
     dense = attend(q, k, v, mask, "sdpa_masked")
     flex = attend(q, k, v, mask, "flex")
     assert ((flex - dense).norm() / dense.norm()) < 1e-5
+
+
+def test_built_masks_are_cached_per_policy_lengths_padding_and_device():
+    from mmflow.masks import MASK_CACHE
+
+    MASK_CACHE.clear()
+    first, na, nm = jamflow_mask()
+    again, _, _ = jamflow_mask()
+    assert again.dense() is first.dense() and MASK_CACHE.hits == 1  # a second forward pass builds nothing
+    longer, _, _ = jamflow_mask(n_audio=31)
+    other_window, _, _ = jamflow_mask(window="0.12")
+    valid = torch.ones(2, na + nm, dtype=torch.bool)
+    valid[1, 25:na] = False
+    padded_mask, _, _ = jamflow_mask(key_valid=valid)
+    for other in (longer, other_window, padded_mask):
+        assert other.dense() is not first.dense()
+    assert not torch.equal(other_window.dense(), first.dense())
+    all_real, _, _ = jamflow_mask(key_valid=torch.ones(2, na + nm, dtype=torch.bool))
+    assert all_real.dense() is first.dense()  # no padding at all: the same mask as no key_valid
+    same_padding, _, _ = jamflow_mask(key_valid=valid.clone())
+    assert same_padding.dense() is padded_mask.dense()
+    assert first.block_mask("cpu") is again.block_mask("cpu")
+
+
+def test_the_mask_cache_is_bounded_by_entries_and_bytes():
+    from mmflow.masks import MaskCache
+
+    cache = MaskCache(max_entries=2, max_bytes=1000)
+    for i in range(3):
+        cache.get(("t", i), lambda: torch.zeros(100, dtype=torch.bool))
+    assert len(cache) == 2 and cache.get(("t", 0), lambda: "rebuilt") == "rebuilt"  # the oldest went first
+    cache.get(("big",), lambda: torch.zeros(2000, dtype=torch.bool))
+    assert ("big",) not in cache._entries  # larger than the whole budget: returned, never kept
+    for i in range(3, 13):
+        cache.get(("t", i), lambda: torch.zeros(400, dtype=torch.bool))
+    assert cache.nbytes <= 1000

@@ -1,0 +1,290 @@
+"""Exact masked attention that runs the unmasked fast kernel on whole blocks of a stream mask.
+
+A joint mask is mostly whole blocks: JAM-Flow's audio queries see *all* audio keys (63 % of the pairs at
+10 s), and only a thin remainder (the motion frame at their time, the motion rows' local windows) needs a
+mask. The ``split`` backend attends, per query stream, the run of key streams it sees whole with plain SDPA
+(no mask tensor, so the fastest kernel), the remaining keys with masked SDPA, and merges the two parts
+exactly. Query streams that see no stream whole run masked SDPA over all keys.
+
+The merge needs each part's softmax normaliser, which SDPA does not return. Each part therefore gets one
+extra *sink* key whose score is exactly 0 (a zero key vector) and two extra value channels: channel ``d`` is
+1 on real keys, channel ``d + 1`` is 1 on the sink. With ``Z`` the part's sum of exp(score) and ``N`` its sum
+of exp(score)·v, the part returns ``A = N / (1 + Z)``, ``z = Z / (1 + Z)`` and ``s = 1 / (1 + Z)``, and
+
+    out = (N1 + N2) / (Z1 + Z2) = (A1·s2 + A2·s1) / (z1·s2 + z2·s1)
+
+Everything stays inside public ``scaled_dot_product_attention`` calls, so autograd gives the exact backward
+on every device, and every factor has full relative precision (``z`` is not computed as ``1 − s``). The one
+limit is range: ``s = 1 / (1 + Z)`` must not underflow, so each row's log-sum-exp must stay within about ±80
+of 0 in float32/bfloat16 (attention logits are far smaller in practice); float16's range is too short, so
+the backend does not take it. Key padding inside the whole block rides on one more query/key channel that
+adds −1e4 to the score of a padding key, so the block stays unmasked.
+
+Shape letters: ``b`` batch, ``h`` heads, ``N`` joint tokens, ``n`` tokens of a part, ``d`` head width.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .masks import MASK_CACHE, AttentionMask, Full
+
+logger = logging.getLogger(__name__)
+
+SPLIT_DTYPES = frozenset({torch.float32, torch.float64, torch.bfloat16})
+PADDING_SCORE = -1.0e4  # added to a padding key's score: exp() of it is exactly 0 next to any real score
+
+
+@dataclass(frozen=True)
+class RowBlock:
+    """How the queries of one stream (rows ``start:stop``) are attended.
+
+    ``whole`` is the key range they all see unmasked (``None``: no such range; the block is one masked SDPA
+    over all keys), with ``whole_valid`` ``(b, n)`` marking its real keys when some are padding. ``rest`` are
+    the other key ranges (``None``: the rows see none of them), ``rest_mask`` ``(b or 1, 1, rows, keys)``
+    which of those keys each row sees (``None``: all) and ``rest_any`` whether a row sees any. When every row
+    sees at most ``GATHER_MAX_KEYS`` of them, ``gather``/``gather_valid`` ``(b or 1, rows, E)`` list them.
+    """
+
+    start: int
+    stop: int
+    whole: tuple[int, int] | None
+    whole_valid: torch.Tensor | None
+    rest: tuple[tuple[int, int], ...] | None
+    rest_mask: torch.Tensor | None
+    rest_any: torch.Tensor | None
+    gather: torch.Tensor | None = None
+    gather_valid: torch.Tensor | None = None
+    additive: dict = field(default_factory=dict, compare=False)  # rest_mask as 0/−inf, per dtype (CPU kernel)
+
+
+GATHER_MAX_KEYS = 16
+
+
+def split_plan(mask: AttentionMask, device: torch.device | str) -> tuple[RowBlock, ...]:
+    """The ``split`` plan of ``mask``, built once per (policy, lengths, padding, joint views, device)."""
+    plans = mask._plans
+    key = str(torch.device(device))
+    if key not in plans:
+        plans[key] = MASK_CACHE.get(mask.cache_key("split", device), lambda: _build_plan(mask, device))
+    return plans[key]
+
+
+def _whole_run(mask: AttentionMask, s: int) -> tuple[int, int] | None:
+    """The longest run of adjacent key streams that every query of stream ``s`` sees whole (up to padding)."""
+    segments = mask.segments
+    switched = mask.per_sample and mask.joint_view is not None and not bool(mask.joint_view[:, s].all())
+    query = segments[s]
+    whole = [
+        isinstance(mask.policy.rule(query.name, key.name), Full) and (key is query or not switched) and key.length > 0
+        for key in segments
+    ]
+    best, run_start = None, None
+    for i, flag in enumerate([*whole, False]):
+        if flag and run_start is None:
+            run_start = i
+        elif not flag and run_start is not None:
+            start, stop = segments[run_start].offset, segments[i - 1].offset + segments[i - 1].length
+            if best is None or stop - start > best[1] - best[0]:
+                best = (start, stop)
+            run_start = None
+    return best
+
+
+def whole_share(mask: AttentionMask) -> float:
+    """Share of all query-key pairs that ``split`` attends with the unmasked kernel (whole blocks)."""
+    pairs = 0
+    for s, segment in enumerate(mask.segments):
+        whole = _whole_run(mask, s)
+        if whole is not None:
+            pairs += segment.length * (whole[1] - whole[0])
+    return pairs / max(mask.size**2, 1)
+
+
+def _rest_block(start: int, stop: int, whole, whole_valid, rest, rows: torch.Tensor) -> RowBlock:
+    """A ``RowBlock`` whose rest keys ``rest`` are masked by the dense rows ``rows`` ``(b or 1, 1, n, N)``."""
+    rest_mask = torch.cat([rows[..., a:b] for a, b in rest], dim=-1) if rest else None
+    if rest_mask is None or not bool(rest_mask.any()):
+        return RowBlock(start, stop, whole, whole_valid, None, None, None)
+    rest_any = rest_mask.any(-1)
+    counts = rest_mask.sum(-1)
+    gather = gather_valid = None
+    if whole is not None and int(counts.max()) <= GATHER_MAX_KEYS:
+        width = int(counts.max())
+        order = torch.sort(rest_mask[:, 0].to(torch.uint8), dim=-1, descending=True, stable=True).indices
+        gather = order[..., :width]
+        gather_valid = torch.arange(width, device=rows.device) < counts[:, 0, :, None]
+    if bool(rest_mask.all()):
+        rest_mask = None
+    return RowBlock(start, stop, whole, whole_valid, rest, rest_mask, rest_any, gather, gather_valid)
+
+
+def _build_plan(mask: AttentionMask, device) -> tuple[RowBlock, ...]:
+    dense = mask.dense(device)  # (b or 1, 1, N, N)
+    size = mask.size
+    key_valid = mask.key_valid.to(device) if mask.per_sample and mask.key_valid is not None else None
+    blocks = []
+    for s, segment in enumerate(mask.segments):
+        start, stop = segment.offset, segment.offset + segment.length
+        if start == stop:
+            continue
+        rows = dense[:, :, start:stop]
+        whole = _whole_run(mask, s)
+        if whole is None:
+            blocks.append(_rest_block(start, stop, None, None, ((0, size),), rows))
+            continue
+        rest = tuple(r for r in ((0, whole[0]), (whole[1], size)) if r[1] > r[0])
+        valid = None
+        if key_valid is not None and not bool(key_valid[:, whole[0] : whole[1]].all()):
+            valid = key_valid[:, whole[0] : whole[1]]
+        blocks.append(_rest_block(start, stop, whole, valid, rest, rows))
+    return tuple(blocks)
+
+
+# ------------------------------------------------------------------------------------------------ parts
+# Each part returns (o, lse): the attention output over its keys and the log of its softmax normaliser
+# (−inf where a row sees none of its keys).
+
+
+def _needs_grad(*tensors) -> bool:
+    return torch.is_grad_enabled() and any(t.requires_grad for t in tensors)
+
+
+def _kernel_part(q, k, v, mask: torch.Tensor | None, any_key: torch.Tensor | None):
+    """A part through a fused kernel that returns its log-sum-exp (forward only: that output has no grad).
+
+    CPU: the flash kernel, any additive mask. CUDA: the flash kernel, unmasked fp16/bf16 only. ``None`` where
+    no such kernel applies (the caller then takes the sink path, which is exact everywhere)."""
+    scale = q.shape[-1] ** -0.5
+    if q.device.type == "cpu":
+        out, lse = torch.ops.aten._scaled_dot_product_flash_attention_for_cpu(q, k, v, attn_mask=mask, scale=scale)
+    elif q.device.type == "cuda" and mask is None and q.dtype in (torch.float16, torch.bfloat16) and _cuda_flash_ok[0]:
+        try:
+            out, lse = torch.ops.aten._scaled_dot_product_flash_attention(q, k, v, scale=scale)[:2]
+        except RuntimeError as error:  # e.g. a GPU or head width the flash kernel does not support
+            logger.warning("split attention: no fused CUDA kernel with a log-sum-exp (%s); using the sink path", error)
+            _cuda_flash_ok[0] = False
+            return None
+    else:
+        return None
+    if any_key is not None:
+        lse = lse.masked_fill(~any_key, float("-inf"))
+    return out, lse
+
+
+_cuda_flash_ok = [True]
+
+
+def _sink_part(q, k, v, mask: torch.Tensor | None = None, key_valid: torch.Tensor | None = None):
+    """A part through public SDPA with a zero-score sink key and two value channels (module docstring), so
+    autograd differentiates its log-sum-exp too."""
+    b, h, n, d = q.shape
+    dtype, device = q.dtype, q.device
+    width = -(-(d + 2) // 8) * 8  # room for the extra channels, a multiple of 8 so fused kernels still apply
+
+    def extend(t, channel_d, sink_row=None):
+        """``t`` with channel d set, zeros up to ``width``, and optionally one more (sink) row."""
+        rows = t.shape[-2]
+        pad = torch.zeros(b, h, rows, width - d - 1, dtype=dtype, device=device)
+        out = torch.cat([t, channel_d.expand(b, h, rows, 1), pad], dim=-1)
+        return out if sink_row is None else torch.cat([out, sink_row.expand(b, h, 1, width)], dim=-2)
+
+    zero = torch.zeros(1, 1, 1, 1, dtype=dtype, device=device)
+    one = torch.ones(1, 1, 1, 1, dtype=dtype, device=device)
+    bias = zero
+    if key_valid is not None:  # channel d: query 1 × key (0 or −1e4·√d) adds −1e4 to a padding key's score
+        bias = torch.zeros(key_valid.shape, dtype=dtype, device=device).masked_fill(~key_valid, PADDING_SCORE * d**0.5)
+        bias = bias[:, None, :, None]
+    sink_value = torch.zeros(1, 1, 1, width, dtype=dtype, device=device)
+    sink_value[..., d + 1] = 1
+    q_ext = extend(q, zero if key_valid is None else one)
+    k_ext = extend(k, bias, torch.zeros(1, 1, 1, width, dtype=dtype, device=device))
+    v_ext = extend(v, one, sink_value)
+    if mask is not None:
+        mask = torch.cat([mask, mask.new_ones(*mask.shape[:-1], 1)], dim=-1)  # every row sees the sink
+    out = F.scaled_dot_product_attention(q_ext, k_ext, v_ext, attn_mask=mask, scale=d**-0.5)
+    out = out.to(torch.promote_types(dtype, torch.float32))  # merge in float32 at least
+    weighted, real, sink = out[..., :d], out[..., d], out[..., d + 1]
+    seen = real > 0  # rows that see none of these keys get lse −inf, with finite gradients
+    real = torch.where(seen, real, 1.0)
+    return weighted / real[..., None], torch.where(seen, real.log() - sink.log(), float("-inf"))
+
+
+def _gather_part(q, k, v, index: torch.Tensor, valid: torch.Tensor):
+    """A part where each row sees at most a few listed keys: ``index``/``valid`` ``(b or 1, n, E)``."""
+    b, h, n, d = q.shape
+    width = index.shape[-1]
+    flat = index.reshape(index.shape[0], 1, n * width, 1)
+    keys = torch.gather(k, 2, flat.expand(b, h, -1, d)).view(b, h, n, width, d)
+    values = torch.gather(v, 2, flat.expand(b, h, -1, v.shape[-1])).view(b, h, n, width, -1)
+    compute = torch.promote_types(q.dtype, torch.float32)
+    scores = torch.einsum("bhnd,bhned->bhne", q.to(compute), keys.to(compute)) * d**-0.5
+    valid = valid[:, None]
+    scores = scores.masked_fill(~valid, torch.finfo(compute).min)  # finite: no NaN gradients on empty rows
+    lse = torch.logsumexp(scores, dim=-1)
+    weights = torch.exp(scores - lse[..., None]) * valid
+    return torch.einsum("bhne,bhned->bhnd", weights, values.to(compute)), lse.masked_fill(~valid.any(-1), float("-inf"))
+
+
+def _merge(parts) -> torch.Tensor:
+    """Two parts' ``(o, lse)`` merged into the attention over both key sets (in float32 at least)."""
+    (o1, l1), (o2, l2) = parts
+    compute = torch.promote_types(o1.dtype, torch.float32)
+    l1, l2 = l1.to(compute), l2.to(compute)
+    total = torch.logaddexp(l1, l2)
+    w1, w2 = torch.exp(l1 - total)[..., None], torch.exp(l2 - total)[..., None]
+    return o1.to(compute) * w1 + o2.to(compute).nan_to_num(0.0) * w2
+
+
+def _keys(t: torch.Tensor, ranges) -> torch.Tensor:
+    pieces = [t[..., a:b, :] for a, b in ranges]
+    return pieces[0] if len(pieces) == 1 else torch.cat(pieces, dim=-2)
+
+
+def _additive(block: RowBlock, dtype) -> torch.Tensor | None:
+    """``rest_mask`` as an additive 0/−inf mask in ``dtype`` (what the CPU kernel takes), built once."""
+    if block.rest_mask is None:
+        return None
+    if dtype not in block.additive:
+        zeros = torch.zeros(block.rest_mask.shape, dtype=dtype, device=block.rest_mask.device)
+        block.additive[dtype] = zeros.masked_fill(~block.rest_mask, float("-inf"))
+    return block.additive[dtype]
+
+
+def split_attention(q, k, v, mask: AttentionMask) -> torch.Tensor:
+    """Attention of ``q`` ``(b, h, N, d)`` over ``k``, ``v`` under ``mask``, equal to SDPA with
+    ``mask.dense()`` up to float rounding, forward and backward (see the module docstring)."""
+    grad = _needs_grad(q, k, v)
+    outputs = []
+    for block in split_plan(mask, q.device):
+        rows = q[:, :, block.start : block.stop]
+        if block.whole is None:  # no whole block: the dense path's own call on these rows
+            outputs.append(F.scaled_dot_product_attention(rows, k, v, attn_mask=block.rest_mask))
+            continue
+        a, b = block.whole
+        k_whole, v_whole = k[:, :, a:b], v[:, :, a:b]
+        whole = None
+        if not grad:
+            padding = None
+            if block.whole_valid is not None:
+                padding = torch.zeros(block.whole_valid.shape, dtype=q.dtype, device=q.device)
+                padding = padding.masked_fill(~block.whole_valid, float("-inf"))[:, None, None, :]
+            whole = _kernel_part(rows, k_whole, v_whole, padding, None)
+        if whole is None:
+            whole = _sink_part(rows, k_whole, v_whole, key_valid=block.whole_valid)
+        if block.rest is None:
+            outputs.append(whole[0].to(q.dtype))
+            continue
+        k_rest, v_rest = _keys(k, block.rest), _keys(v, block.rest)
+        if block.gather is not None:
+            rest = _gather_part(rows, k_rest, v_rest, block.gather, block.gather_valid)
+        else:
+            rest = None if grad else _kernel_part(rows, k_rest, v_rest, _additive(block, q.dtype), block.rest_any)
+            if rest is None:
+                rest = _sink_part(rows, k_rest, v_rest, mask=block.rest_mask)
+        outputs.append(_merge((whole, rest)).to(q.dtype))
+    return outputs[0] if len(outputs) == 1 else torch.cat(outputs, dim=2)
