@@ -141,8 +141,9 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
                 the step count.
         """
         if sigmas is not None:
-            grid = self._grid_from_sigmas(sigmas, num_inference_steps, device)
-            steps, recorded = len(grid) - 1, [float(s) for s in (1 - grid[:-1]).cpu()]
+            sigmas = self._checked_sigmas(sigmas, num_inference_steps, device)
+            grid = torch.cat([1 - sigmas, sigmas.new_ones(1)])
+            steps, recorded = len(sigmas), sigmas.tolist()  # float32 values, exact as JSON floats
         else:
             if num_inference_steps is None or int(num_inference_steps) < 1:
                 raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
@@ -164,7 +165,7 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
         self._stage_start: Sample | None = None
 
     @staticmethod
-    def _grid_from_sigmas(sigmas, num_inference_steps, device) -> torch.Tensor:
+    def _checked_sigmas(sigmas, num_inference_steps, device) -> torch.Tensor:
         sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten().to(device)
         if num_inference_steps is not None and int(num_inference_steps) != len(sigmas):
             raise ValueError(f"num_inference_steps={num_inference_steps} but {len(sigmas)} sigmas were given; "
@@ -174,7 +175,7 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
                 f"sigmas must be strictly decreasing noise levels in (0, 1], one per step, without the terminal 0 "
                 f"(it is appended); got {sigmas.tolist()}"
             )
-        return torch.cat([1 - sigmas, sigmas.new_ones(1)])
+        return sigmas
 
     @property
     def order(self) -> int:

@@ -93,6 +93,11 @@ def test_set_timesteps_updates_the_config_and_custom_sigmas_survive_saving(tmp_p
     scheduler.save_pretrained(tmp_path)
     again = FlowMatchingScheduler.from_pretrained(tmp_path)
     assert torch.equal(again.grid, scheduler.grid) and torch.equal(again.timesteps, scheduler.timesteps)
+    foreign = FlowMatchEulerDiscreteScheduler(shift=3.0)
+    foreign.set_timesteps(7)
+    scheduler.set_timesteps(sigmas=foreign.sigmas[:-1])  # values with every bit of a float32 in use
+    scheduler.save_pretrained(tmp_path / "foreign")
+    assert torch.equal(FlowMatchingScheduler.from_pretrained(tmp_path / "foreign").grid, scheduler.grid)
     for bad in ([0.5, 0.7], [1.0, 0.0], [1.5], []):
         with pytest.raises(ValueError, match="sigmas must be strictly decreasing"):
             scheduler.set_timesteps(sigmas=bad)
