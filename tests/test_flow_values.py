@@ -67,6 +67,15 @@ def test_random_span_exact_length_every_start_and_seeded():
         mask, random_span_mask(lengths, 12, (0.5, 0.5), torch.Generator().manual_seed(0)))
 
 
+def test_random_span_fraction_is_drawn_from_the_generator():
+    lengths = torch.full((50,), 40)
+    masks = []
+    for global_seed in (1, 2):
+        torch.manual_seed(global_seed)
+        masks.append(random_span_mask(lengths, 40, (0.2, 1.0), torch.Generator().manual_seed(0)))
+    assert torch.equal(*masks) and len(set(masks[0].sum(1).tolist())) > 5
+
+
 def test_random_span_is_at_least_one_frame():
     mask = random_span_mask(torch.tensor([1, 2, 3]), 3, (0.1, 0.1), torch.Generator().manual_seed(0))
     assert mask.sum(1).tolist() == [1, 1, 1]
