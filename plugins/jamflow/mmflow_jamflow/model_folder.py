@@ -53,10 +53,12 @@ def check_model_folder(folder: str | os.PathLike) -> None:
         top = str(module).split(".")[0]
         if top not in allowed:
             package = _DISTRIBUTIONS.get(top, top.replace("_", "-"))
+            fix = (f"install the plugin `{package}` (pip install {package.split(' ')[0]})" if top.startswith("mmflow")
+                   else "nothing outside mmflow plugins is imported from a model folder; use a folder from a trusted "
+                   "source")
             raise ImportError(
                 f"component {name!r} of {folder} names the module {module!r}, which belongs to no installed mmflow "
-                f"plugin (installed: {', '.join(sorted(allowed))}); a model folder may only name those. If it is an "
-                f"mmflow plugin, install `{package}` (pip install {package.split(' ')[0]})"
+                f"plugin (installed: {', '.join(sorted(allowed))}); {fix}"
             )
         if not (folder / name).is_dir():
             raise ModelFolderError(f"{folder} lacks the folder of its component {name!r} ({folder / name}), which "
