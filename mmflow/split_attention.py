@@ -123,6 +123,27 @@ def _rest_block(start: int, stop: int, whole, whole_valid, rest, rows: torch.Ten
     return RowBlock(start, stop, whole, whole_valid, rest, rest_mask, rest_any, gather, gather_valid)
 
 
+ROW_CHUNK = 64
+
+
+def _local_blocks(start: int, stop: int, rows: torch.Tensor, mask: AttentionMask) -> list[RowBlock]:
+    """Rows that see no stream whole, in chunks of ``ROW_CHUNK``: each chunk attends (masked) only the span of
+    each key stream that some of its rows see, so a local window costs its width, not the sequence length."""
+    blocks = []
+    for a in range(0, stop - start, ROW_CHUNK):
+        chunk = rows[:, :, a : a + ROW_CHUNK]
+        seen = chunk.any(dim=(0, 1, 2))  # (N,) keys any row of the chunk sees
+        spans = []
+        for segment in mask.segments:
+            hits = seen[segment.offset : segment.offset + segment.length].nonzero()
+            if len(hits):
+                spans.append((segment.offset + int(hits[0]), segment.offset + int(hits[-1]) + 1))
+        spans = tuple(spans) or ((0, mask.size),)  # sees nothing: the dense path's own call
+        chunk_mask = torch.cat([chunk[..., x:y] for x, y in spans], dim=-1)
+        blocks.append(RowBlock(start + a, min(start + a + ROW_CHUNK, stop), None, None, spans, chunk_mask, None))
+    return blocks
+
+
 def _build_plan(mask: AttentionMask, device) -> tuple[RowBlock, ...]:
     dense = mask.dense(device)  # (b or 1, 1, N, N)
     size = mask.size
@@ -135,7 +156,7 @@ def _build_plan(mask: AttentionMask, device) -> tuple[RowBlock, ...]:
         rows = dense[:, :, start:stop]
         whole = _whole_run(mask, s)
         if whole is None:
-            blocks.append(_rest_block(start, stop, None, None, ((0, size),), rows))
+            blocks.extend(_local_blocks(start, stop, rows, mask))
             continue
         rest = tuple(r for r in ((0, whole[0]), (whole[1], size)) if r[1] > r[0])
         valid = None
@@ -179,6 +200,13 @@ def _kernel_part(q, k, v, mask: torch.Tensor | None, any_key: torch.Tensor | Non
 _cuda_flash_ok = [True]
 
 
+def whole_block_kernel(device: torch.device | str, dtype: torch.dtype, grad: bool) -> str:
+    """Which kernel attends the whole blocks for this device, dtype and autograd mode (for benchmarks)."""
+    device = torch.device(device)
+    fused = device.type == "cpu" or (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and _cuda_flash_ok[0])
+    return "fused kernel with log-sum-exp" if fused and not grad else "public SDPA with a sink key"
+
+
 def _sink_part(q, k, v, mask: torch.Tensor | None = None, key_valid: torch.Tensor | None = None):
     """A part through public SDPA with a zero-score sink key and two value channels (module docstring), so
     autograd differentiates its log-sum-exp too."""
@@ -218,9 +246,14 @@ def _gather_part(q, k, v, index: torch.Tensor, valid: torch.Tensor):
     """A part where each row sees at most a few listed keys: ``index``/``valid`` ``(b or 1, n, E)``."""
     b, h, n, d = q.shape
     width = index.shape[-1]
-    flat = index.reshape(index.shape[0], 1, n * width, 1)
-    keys = torch.gather(k, 2, flat.expand(b, h, -1, d)).view(b, h, n, width, d)
-    values = torch.gather(v, 2, flat.expand(b, h, -1, v.shape[-1])).view(b, h, n, width, -1)
+    if index.shape[0] == 1:  # the same keys for every sample: index_select is much faster than gather
+        flat = index.reshape(-1)
+        keys = k.index_select(2, flat).view(b, h, n, width, d)
+        values = v.index_select(2, flat).view(b, h, n, width, -1)
+    else:
+        flat = index.reshape(index.shape[0], 1, n * width, 1)
+        keys = torch.gather(k, 2, flat.expand(b, h, -1, d)).view(b, h, n, width, d)
+        values = torch.gather(v, 2, flat.expand(b, h, -1, v.shape[-1])).view(b, h, n, width, -1)
     compute = torch.promote_types(q.dtype, torch.float32)
     scores = torch.einsum("bhnd,bhned->bhne", q.to(compute), keys.to(compute)) * d**-0.5
     valid = valid[:, None]
@@ -262,8 +295,9 @@ def split_attention(q, k, v, mask: AttentionMask) -> torch.Tensor:
     outputs = []
     for block in split_plan(mask, q.device):
         rows = q[:, :, block.start : block.stop]
-        if block.whole is None:  # no whole block: the dense path's own call on these rows
-            outputs.append(F.scaled_dot_product_attention(rows, k, v, attn_mask=block.rest_mask))
+        if block.whole is None:  # no whole block: masked SDPA over the spans these rows see
+            k_rest, v_rest = _keys(k, block.rest), _keys(v, block.rest)
+            outputs.append(F.scaled_dot_product_attention(rows, k_rest, v_rest, attn_mask=block.rest_mask))
             continue
         a, b = block.whole
         k_whole, v_whole = k[:, :, a:b], v[:, :, a:b]

@@ -70,11 +70,13 @@ def test_split_matches_naive_softmax_on_every_row_padding_rows_included():
     torch.testing.assert_close(attend(q, k, v, mask, "split"), reference, rtol=0, atol=1e-6)
 
 
-@pytest.mark.parametrize("gather_max_keys", [0, 16])
+@pytest.mark.parametrize("gather_max_keys, row_chunk", [(0, 3), (16, 3), (0, 64)])
 @pytest.mark.parametrize("window", ["0.08", "1"])
-def test_the_masked_rest_path_is_exact_too(monkeypatch, gather_max_keys, window):
-    """Rows whose rest keys are too many to gather go through masked kernels (sink with grad, fused without)."""
+def test_the_masked_rest_path_and_row_chunks_are_exact_too(monkeypatch, gather_max_keys, row_chunk, window):
+    """Rows whose rest keys are too many to gather go through masked kernels (sink with grad, fused without);
+    rows that see no stream whole go in chunks, each over the key spans its rows see."""
     monkeypatch.setattr(split_module, "GATHER_MAX_KEYS", gather_max_keys)
+    monkeypatch.setattr(split_module, "ROW_CHUNK", row_chunk)
     mask = jam_mask(window=window, key_valid=padded(), joint_view=VIEWS)
     assert_exact(mask, *qkv(3, mask.size), 1e-12)
 
@@ -88,7 +90,8 @@ def test_the_masked_rest_path_is_exact_too(monkeypatch, gather_max_keys, window)
         ({("a", "a"): Full(), ("c", "c"): Full()}, LocalWindow("0.15")),
     ],
 )
-def test_split_is_exact_for_other_policies_and_three_streams(rules, default):
+def test_split_is_exact_for_other_policies_and_three_streams(monkeypatch, rules, default):
+    monkeypatch.setattr(split_module, "ROW_CHUNK", 4)
     segments = [StreamSegment("a", Fraction(50), 0, 23), StreamSegment("b", Fraction(15), 23, 7),
                 StreamSegment("c", Fraction(20), 30, 9)]
     valid = torch.ones(2, 39, dtype=torch.bool)
@@ -119,10 +122,12 @@ def test_bfloat16_error_is_that_of_the_dense_path():
 
 def test_the_plan_attends_the_whole_block_unmasked():
     mask = jam_mask(n_audio=375, n_motion=100, window="0.25")
-    audio, motion = split_plan(mask, "cpu")
+    audio, *motion = split_plan(mask, "cpu")
     assert audio.whole == (0, 375) and audio.whole_valid is None
     assert audio.gather is not None and audio.gather.shape[-1] == 1  # one motion frame per audio frame
-    assert motion.whole is None and motion.rest_mask.shape[-2:] == (100, 475)
+    assert [(m.start, m.stop) for m in motion] == [(375, 439), (439, 475)]  # motion rows in chunks of 64
+    first = motion[0]  # motion 0-63 (0-2.56 s) sees audio up to 2.77 s and motion up to 2.76 s
+    assert first.whole is None and first.rest == ((0, 260), (375, 445)) and first.rest_mask.shape[-1] == 330
     assert whole_share(mask) == pytest.approx(375**2 / 475**2)
     assert split_plan(mask, "cpu") is split_plan(jam_mask(n_audio=375, n_motion=100, window="0.25"), "cpu")
 
