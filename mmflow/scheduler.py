@@ -141,9 +141,10 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
                 the step count.
         """
         if sigmas is not None:
-            sigmas = self._checked_sigmas(sigmas, num_inference_steps, device)
-            grid = torch.cat([1 - sigmas, sigmas.new_ones(1)])
+            sigmas = self._checked_sigmas(sigmas, num_inference_steps)
             steps, recorded = len(sigmas), sigmas.tolist()  # float32 values, exact as JSON floats
+            sigmas = sigmas.to(device)
+            grid = torch.cat([1 - sigmas, sigmas.new_ones(1)])
         else:
             if num_inference_steps is None or int(num_inference_steps) < 1:
                 raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
@@ -165,8 +166,9 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
         self._stage_start: Sample | None = None
 
     @staticmethod
-    def _checked_sigmas(sigmas, num_inference_steps, device) -> torch.Tensor:
-        sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten().to(device)
+    def _checked_sigmas(sigmas, num_inference_steps) -> torch.Tensor:
+        """``sigmas`` as a float32 CPU tensor, checked."""
+        sigmas = torch.as_tensor(sigmas, dtype=torch.float32).flatten().cpu()
         if num_inference_steps is not None and int(num_inference_steps) != len(sigmas):
             raise ValueError(f"num_inference_steps={num_inference_steps} but {len(sigmas)} sigmas were given; "
                              f"give one sigma per step, or leave num_inference_steps out")
