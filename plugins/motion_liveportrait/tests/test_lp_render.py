@@ -235,3 +235,22 @@ def test_one_frame_equals_the_reference_networks_chain(astronaut, small_face):
     expected = face.to_uint8(ref_g(warped["out"]))
     assert expected.std() > 5  # a real image, not a saturated one that any chain would match
     assert np.abs(rendered.astype(int) - expected.astype(int)).max() <= 1
+
+
+@torch.no_grad()
+def test_liveportrait_renderer_plumbing_for_the_idle_face_and_size(astronaut, reduced_networks):
+    """With weights the same motion reaches W: the idle face's blink lowers the eyelid keypoints of x_d, and
+    ``size`` sets the pasted frame's size. Random reduced weights: this proves the plumbing, not the look."""
+    from mmflow_motion_liveportrait.expression_layout import BLINK, amount
+    from mmflow_motion_liveportrait.idle import idle_motion
+    from mmflow_motion_liveportrait.plugin import MOTION
+
+    config = face.CropConfig(size=128, warp_size=256)
+    renderer = render.LivePortraitRenderer(reduced_networks, astronaut, crop_config=config, size=192)
+    exp = idle_motion(40, seed=3, frame_rate=MOTION.frame_rate)
+    closure = amount(exp, BLINK)
+    x_d = renderer.driving_keypoints(exp)
+    lowered = (x_d[:, 11, 1] - x_d[0, 11, 1]).numpy()
+    assert np.corrcoef(lowered, closure)[0, 1] > 0.99  # the eyelid keypoint follows the closure
+    frames = renderer.render(exp[:2], progress=False)
+    assert frames.shape == (2, 192, 192, 3)
