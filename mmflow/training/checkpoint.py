@@ -1,11 +1,12 @@
 """Resumable checkpoints written atomically, on every rank, into one folder per optimizer step.
 
 A checkpoint is ``<root>/step-00001000/``: Accelerate's ``save_state`` (model, optimizer, LR scheduler,
-registered objects such as the EMA, each rank's RNG states) plus one ``trainer_state_<rank>.pt`` per rank
-(step, data position, the rank's objective generator). Every rank writes into ``<root>/.step-00001000.tmp``;
-once all are done the main process renames it to ``step-00001000``. The rename is the commit: a crash
-before it leaves only a hidden temporary folder (removed by the next save) and the previous checkpoints
-untouched; a crash after it leaves a complete checkpoint. ``root`` must be on a filesystem every rank sees.
+each rank's RNG states) plus the caller's own files, such as the trainer's ``trainer_state_<rank>.pt`` (step,
+data position, the rank's objective generator) and ``ema.safetensors``; ``resume.py`` reads them back.
+Every rank writes into ``<root>/.step-00001000.tmp``; once all are done the main process renames it to
+``step-00001000``. The rename is the commit: a crash before it leaves only a hidden temporary folder
+(removed by the next save) and the previous checkpoints untouched; a crash after it leaves a complete
+checkpoint. ``root`` must be on a filesystem every rank sees.
 """
 
 from __future__ import annotations

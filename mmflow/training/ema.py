@@ -2,8 +2,8 @@
 
 Small on purpose (diffusers' ``EMAModel`` tracks every parameter, frozen ones included, and warms its decay
 up; a frozen 300 M-parameter audio backbone in stage 1 would double its memory for nothing). The shadow
-weights are float32, keyed by parameter name, and saved with every checkpoint through
-``Accelerator.register_for_checkpointing`` (``state_dict``/``load_state_dict``).
+weights are float32, keyed by parameter name; the trainer saves them with every checkpoint as a safetensors
+file (not through ``Accelerator.register_for_checkpointing``, whose loader unpickles in full).
 """
 
 from __future__ import annotations
