@@ -109,6 +109,23 @@ def idle_motion(num_frames: int, seed: int, frame_rate: float | Fraction, blink_
 IDLE_CHOICES = ("natural", "off")
 
 
+def check_idle(idle):
+    """``"natural"``, None (off) or a loaded :class:`~.motion_template.MotionTemplate`, for an ``idle`` argument of
+    :func:`idle_track`; anything else is refused here, before any work (a template file is read once)."""
+    from .motion_template import MotionTemplate, load_motion_template
+
+    if idle is None or idle is False or (isinstance(idle, str) and idle == "off"):
+        return None
+    if (isinstance(idle, str) and idle == "natural") or isinstance(idle, MotionTemplate):
+        return idle
+    if isinstance(idle, str | os.PathLike) and str(idle).lower().endswith((".pkl", ".npz")):
+        return load_motion_template(idle)
+    raise ValueError(
+        f"idle must be one of {IDLE_CHOICES}, a LivePortrait motion template (.pkl/.npz) or a MotionTemplate; "
+        f"got {idle!r}."
+    )
+
+
 def idle_track(idle, num_frames: int, seed: int, frame_rate: float | Fraction, neutral: np.ndarray) -> np.ndarray | None:
     """The non-mouth expression to condition a motion stream on when no motion is given, ``T×21×3`` float32.
 
@@ -118,19 +135,11 @@ def idle_track(idle, num_frames: int, seed: int, frame_rate: float | Fraction, n
     neutral: the ``21×3`` face the natural idle motion is added to (the model's mean face). Only the non-mouth
     keypoints of the result matter to the caller (the mouth is generated).
     """
-    from .motion_template import MotionTemplate, load_motion_template
-
-    if idle is None or idle is False or (isinstance(idle, str) and idle == "off"):
+    idle = check_idle(idle)
+    if idle is None:
         return None
-    if isinstance(idle, str) and idle == "natural":
+    if isinstance(idle, str):  # "natural"
         return (np.asarray(neutral, np.float32)[None] + idle_motion(num_frames, seed, frame_rate)).astype(np.float32)
-    if isinstance(idle, str | os.PathLike) and str(idle).lower().endswith((".pkl", ".npz")):
-        idle = load_motion_template(idle)
-    if not isinstance(idle, MotionTemplate):
-        raise ValueError(
-            f"idle must be one of {IDLE_CHOICES}, a LivePortrait motion template (.pkl/.npz) or a MotionTemplate; "
-            f"got {idle!r}."
-        )
     exp = np.asarray(idle.exp, np.float64).reshape(idle.num_frames, NUM_KEYPOINTS, 3)
     times = np.arange(num_frames) / float(frame_rate)  # played back and forth, resampled to the stream's rate
     period = (len(exp) - 1) / float(idle.fps)
