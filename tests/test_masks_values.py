@@ -22,7 +22,8 @@ from mmflow.masks import (
 
 
 def _mask(key_valid=None, joint_view=None, policy=None):
-    policy = policy or MaskPolicy(rules={("a", "b"): LocalWindow("0.1"), ("b", "a"): SameTime()})
+    policy = policy or MaskPolicy(rules={("a", "a"): LocalWindow("0.04"), ("a", "b"): LocalWindow("0.1"),
+                                         ("b", "a"): SameTime()})
     segments = [StreamSegment("a", Fraction(50), 0, 10), StreamSegment("b", Fraction(15), 10, 4)]
     return build_attention_mask(policy, segments, key_valid=key_valid, joint_view=joint_view)
 
@@ -78,6 +79,7 @@ def test_dense_mask_with_a_stream_switched_off_per_sample():
     full = _mask().dense()[0, 0]
     a, b = slice(0, 10), slice(10, 14)
     assert torch.equal(dense[0], full)
+    assert not full[a, a].all()  # a local window: switching the other stream off must not widen it
     assert not dense[1, a, b].any() and torch.equal(dense[1, a, a], full[a, a])  # a sees only a
     assert torch.equal(dense[1, b, :], full[b, :])  # b unchanged
     assert not dense[2, b, a].any() and torch.equal(dense[2, b, b], full[b, b])
@@ -111,7 +113,8 @@ def test_dense_and_block_masks_are_built_where_asked():
     padded[1, 12:] = False
     block = _mask(key_valid=padded).block_mask("cpu")
     assert block.shape[0] == 2 and block.BLOCK_SIZE == (128, 128)
-    assert _mask().block_mask("cpu", block_size=64).shape[0] == 1
+    small = _mask().block_mask("cpu", block_size=64)
+    assert small.shape[0] == 1 and small.BLOCK_SIZE == (64, 64)
 
 
 def test_joint_view_needs_one_column_per_stream_for_any_batch():
