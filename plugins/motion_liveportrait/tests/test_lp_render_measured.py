@@ -5,17 +5,11 @@ import numpy as np
 import pytest
 
 pytest.importorskip("dlib", reason="the measurements fit dlib's 68 landmarks")
-skimage_data = pytest.importorskip("skimage.data", reason="render tests use scikit-image's astronaut")
 
 from mmflow_motion_liveportrait import extract, render  # noqa: E402
 from mmflow_motion_liveportrait.expression_layout import BLINK, amount  # noqa: E402
 from mmflow_motion_liveportrait.idle import idle_motion  # noqa: E402
 from mmflow_motion_liveportrait.plugin import MOTION  # noqa: E402
-
-
-@pytest.fixture(scope="module")
-def astronaut() -> np.ndarray:
-    return skimage_data.astronaut()
 
 
 @pytest.fixture(scope="module")

@@ -8,7 +8,6 @@ import pytest
 from PIL import Image
 
 pytest.importorskip("dlib", reason="rendering detects the face with dlib-bin")
-skimage_data = pytest.importorskip("skimage.data", reason="render tests use scikit-image's astronaut")
 
 from mmflow_motion_liveportrait import face, render  # noqa: E402
 
@@ -48,10 +47,10 @@ def test_an_array_over_the_limit_is_refused(monkeypatch):
 
 
 @pytest.fixture(scope="module")
-def big_portrait(tmp_path_factory):
+def big_portrait(tmp_path_factory, astronaut):
     """The astronaut at 3000×3000 (9 MP, allowed): rendered at full size it would be 27 MB per frame."""
     path = tmp_path_factory.mktemp("big") / "astronaut-3000.jpg"
-    Image.fromarray(skimage_data.astronaut()).resize((3000, 3000), Image.BICUBIC).save(path, quality=90)
+    Image.fromarray(astronaut).resize((3000, 3000), Image.BICUBIC).save(path, quality=90)
     return path
 
 
