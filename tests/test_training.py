@@ -4,6 +4,7 @@ exact resume, stage freezing, crash-safe checkpoints."""
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import re
@@ -426,7 +427,32 @@ def test_train_recipe_refuses_a_hostile_checkpoint_with_exit_code_2(tmp_path, to
     main = runpy.run_path(str(ROOT / "recipes" / "train.py"))["main"]
     assert main(["--config", str(config), "--output-dir", str(tmp_path / "run"), "--resume", str(folder)]) == 2
     assert f"{folder / 'optimizer.bin'}: refused to load the optimizer state" in caplog.text
+    assert "unsupported GLOBAL os.makedirs" in caplog.text and "weights_only" not in caplog.text  # no bad advice
     assert not marker.exists()
+
+
+def test_vocoder_recipe_refuses_a_hostile_checkpoint_with_exit_code_2(tmp_path, caplog):
+    pytest.importorskip("mmflow_jamflow")  # the recipe's corpus
+    spec = importlib.util.spec_from_file_location("mmflow_recipes_vocoder_resume", ROOT / "recipes" / "vocoder.py")
+    recipe = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = recipe  # dataclasses look their module up
+    spec.loader.exec_module(recipe)
+    config = tmp_path / "vocoder.yaml"
+    config.write_text(yaml.safe_dump({
+        "output_dir": str(tmp_path / "run"), "total_steps": 2, "batch_size": 2, "segment_seconds": 0.25,
+        "warmup_steps": 1, "corpus": {"num_clips": 2, "voices": ["en-us"], "min_seconds": 1.0, "max_seconds": 2.0},
+        "vocoder": {"dim": 8, "intermediate_dim": 16, "num_layers": 1}, "checkpoint": {"every": 2},
+        "held_out": {"sentences": 0}}))
+    assert recipe.main(["--config", str(config)]) == 0
+    checkpoint = tmp_path / "run" / "checkpoints" / "step-00000002"
+    marker = tmp_path / "code-ran"
+    for name in ("trainer_state_0.pt", "random_states_0.pkl"):
+        original = (checkpoint / name).read_bytes()
+        torch.save({"state": _Payload(marker)}, checkpoint / name)
+        assert recipe.main(["--config", str(config), "--resume", str(checkpoint)]) == 2
+        assert f"{checkpoint / name}: refused to load" in caplog.text and not marker.exists()
+        (checkpoint / name).write_bytes(original)
+    assert recipe.main(["--config", str(config), "--total-steps", "3"]) == 0  # the restored checkpoint resumes
 
 
 # ------------------------------------------------------------------------------------------------ 2 processes

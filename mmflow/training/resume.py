@@ -45,8 +45,19 @@ def _require(path: Path, what: str) -> Path:
     return path
 
 
+# Lines of torch's weights_only error that say nothing about the file (one advises loading it in full).
+_BOILERPLATE = ("Weights only load failed", "Check the documentation of torch.load", "Please file an issue")
+
+
+def _reason(error: Exception) -> str:
+    """The line of ``error`` that says what is wrong with the file, without torch's generic advice."""
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    specific = [line for line in lines if not line.startswith(_BOILERPLATE)]
+    return (specific or lines or [type(error).__name__])[0]
+
+
 def _refused(path: Path, what: str, error: Exception) -> CheckpointError:
-    reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    reason = _reason(error)
     return CheckpointError(
         f"{path}: refused to load the {what} ({type(error).__name__}: {reason}). Checkpoints hold only tensors and "
         f"plain values, read without running code; this file is damaged, or was changed or made elsewhere. Resume "
