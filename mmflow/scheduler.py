@@ -143,20 +143,21 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
         if sigmas is not None:
             sigmas = self._checked_sigmas(sigmas, num_inference_steps)
             steps, recorded = len(sigmas), sigmas.tolist()  # float32 values, exact as JSON floats
-            sigmas = sigmas.to(device)
-            grid = torch.cat([1 - sigmas, sigmas.new_ones(1)])
+            sigmas = torch.cat([sigmas, sigmas.new_zeros(1)]).to(device)  # as given, and the terminal 0
+            grid = torch.cat([1 - sigmas[:-1], sigmas.new_ones(1)])
         else:
             if num_inference_steps is None or int(num_inference_steps) < 1:
                 raise ValueError(f"num_inference_steps must be an integer >= 1, got {num_inference_steps!r}")
             steps, recorded = int(num_inference_steps), None
             sway = self.config.sway_coefficient
             grid = epss_grid(steps, sway, device) if self.config.use_epss else time_grid(steps, sway, device)
+            sigmas = 1 - grid
         self.register_to_config(num_inference_steps=steps, sigmas=recorded)
         # every key is now stated; diffusers' list of defaulted keys would make a reloaded config differ
         self._internal_dict = FrozenDict({k: v for k, v in self.config.items() if k != "_use_default_values"})
         self.num_inference_steps = steps
         self.grid = grid
-        self.sigmas = 1 - grid
+        self.sigmas = sigmas
         if self.config.solver == "midpoint":  # each step's start, then its midpoint (t + dt/2, as integrate does)
             middle = grid[:-1] + (grid[1:] - grid[:-1]) / 2
             self.timesteps = torch.stack([grid[:-1], middle], dim=1).flatten()
