@@ -6,9 +6,12 @@ plugin through ``mmflow_stream_codecs``) to
 1. ``encode`` the user inputs the codec declares (``inputs(role)``) into an ``EncodedStream``: the given content
    (or none), its per-frame condition, an optional prompt that comes before it (a reference voice), and how long
    the stream wants to be when nothing else says so (e.g. from text);
-2. ``fit`` that to the frames the pipeline settled on (the same seconds in every stream) as a ``StreamTrack``;
-3. ``decode`` the generated latent (the part after the prompt) into outputs (arrays, a waveform, a video...),
-   and ``save`` those to files.
+2. optionally ``split`` it into consecutive pieces sampled one after another (F5-TTS's sentence chunks, for text
+   conditioning that cannot be cut into windows);
+3. ``fit`` each piece to the frames the pipeline settled on (the same seconds in every stream) as a
+   ``StreamTrack``;
+4. ``decode`` the generated latent (the part after the prompt) with its condition into outputs (arrays, a
+   waveform, a video...), and ``save`` those to files.
 
 Streams without a registered codec get ``TensorCodec``: arrays of latent frames in, arrays out.
 """
@@ -73,14 +76,17 @@ class StreamCodec(Protocol):
         """The user inputs this stream reads in a task's ``role`` for it: ``given`` (given whole), ``generate``
         (generated whole) or ``edit`` (generated inside the call's spans, kept elsewhere)."""
 
-    def encode(self, inputs: Mapping[str, Any], role: str) -> EncodedStream:
-        """Turn the inputs (only those declared by ``inputs(role)`` are passed) into an ``EncodedStream``."""
+    def encode(self, inputs: Mapping[str, Any], role: str, seed: int) -> EncodedStream:
+        """Turn the inputs (only those declared by ``inputs(role)`` are passed) into an ``EncodedStream``;
+        ``seed`` is the prompt's, for anything the codec draws at random."""
 
     def fit(self, encoded: EncodedStream, prompt_frames: int, frames: int) -> StreamTrack:
-        """The stream's track: ``prompt_frames`` prompt frames (given) then ``frames`` main frames."""
+        """The stream's track: ``prompt_frames`` prompt frames (given) then ``frames`` main frames. The pipeline
+        sets ``given`` on the main part from the task; the track's ``given`` marks the prompt."""
 
-    def decode(self, latent: torch.Tensor, encoded: EncodedStream) -> dict[str, Any]:
-        """Outputs of the generated main part ``(frames, c)``: names to values (arrays, waveforms, videos...)."""
+    def decode(self, latent: torch.Tensor, cond: torch.Tensor | None, encoded: EncodedStream,
+               progress: bool = False) -> dict[str, Any]:
+        """Outputs of the generated main part ``(frames, c)`` and its condition: names to values."""
 
     def save(self, outputs: Mapping[str, Any], folder: Path, stem: str) -> list[Path]:
         """Write ``decode``'s outputs as files ``folder/stem.*``; returns the paths written."""
@@ -131,7 +137,7 @@ class TensorCodec:
             raise InputError(f"{what} contains NaN or infinite values")
         return array
 
-    def encode(self, inputs: Mapping[str, Any], role: str) -> EncodedStream:
+    def encode(self, inputs: Mapping[str, Any], role: str, seed: int = 0) -> EncodedStream:
         name, spec = self.spec.name, self.spec
         content = None if inputs.get(name) is None else self._array(inputs[name], name, spec.channels)
         cond = None
@@ -154,7 +160,8 @@ class TensorCodec:
                               fit_frames(encoded.cond, frames, spec.cond_channels)])
         return StreamTrack(latent, given, cond)
 
-    def decode(self, latent: torch.Tensor, encoded: EncodedStream) -> dict[str, Any]:
+    def decode(self, latent: torch.Tensor, cond: torch.Tensor | None, encoded: EncodedStream,
+               progress: bool = False) -> dict[str, Any]:
         return {self.spec.name: latent.float().cpu().numpy()}
 
     def save(self, outputs: Mapping[str, Any], folder: Path, stem: str) -> list[Path]:

@@ -12,9 +12,9 @@ lists them); a pipeline may offer its own flags (e.g. ``JAMFlowPipeline``'s ``--
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
+from .model_folder import read_model_index
 from .plugins import PluginError, get_registry
 
 HELP = "run a task of a saved model (`mmflow generate --model FOLDER --task NAME --help` for its options)"
@@ -40,10 +40,7 @@ def resolve_model(model: str | None) -> Path:
 def pipeline_class(folder: Path) -> type:
     """The registered pipeline class a saved folder names (nothing else is ever imported for it)."""
     index = folder / "model_index.json"
-    try:
-        name = json.loads(index.read_text()).get("_class_name")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
-        raise ValueError(f"{index}: not a readable pipeline index ({error}); save the pipeline again") from error
+    name = read_model_index(folder).get("_class_name")
     pipelines = get_registry().pipelines
     if name not in pipelines:
         raise PluginError(f"{index} names the pipeline class {name!r}, which no installed mmflow plugin registers "

@@ -31,24 +31,29 @@ from diffusers.utils import BaseOutput
 from .codecs import EncodedStream, InputError, StreamCodec, TensorCodec
 from .flow import Guidance
 from .long_form import LongFormSampler, StreamTrack, Timeline
+from .model_folder import check_model_folder
 from .plugins import get_registry
 from .scheduler import FlowMatchingScheduler
 from .tasks import TaskInput, TaskPreset, regenerate_spans
 from .transformer import MMDiT
+from .validation import WINDOW, check_call_arguments
 
 logger = logging.getLogger(__name__)
 
 MAX_PROMPTS = 256
+PIECE_FADE_SECONDS = Fraction(4, 25)
+"""Cross-fade between consecutive pieces of a split prompt (see ``StreamCodec.split``)."""
 
 
 @dataclass
 class MMFlowOutput(BaseOutput):
-    """Per prompt: ``outputs[i]`` the decoded outputs of every stream of the task (codec names to values) and
-    ``latents[i]`` each stream's latent main part ``(frames, channels)``; ``sources`` names the stream that
-    decoded each output."""
+    """Per prompt: ``outputs[i]`` the decoded outputs of every stream of the task (codec names to values),
+    ``latents[i]`` each stream's latent main part ``(frames, channels)`` and ``conds[i]`` its condition (or None);
+    ``sources`` names the stream that decoded each output."""
 
     outputs: list[dict[str, Any]]
     latents: list[dict[str, torch.Tensor]]
+    conds: list[dict[str, torch.Tensor | None]]
     sources: dict[str, str]
 
 
@@ -67,7 +72,7 @@ class MMFlowPipeline(DiffusionPipeline):
     def __init__(self, transformer: MMDiT, scheduler: FlowMatchingScheduler, max_seconds: float = 30.0):
         super().__init__()
         self.register_modules(transformer=transformer, scheduler=scheduler)
-        self.register_to_config(max_seconds=float(max_seconds))
+        self.register_to_config(max_seconds=WINDOW.check("max_seconds (the model's window)", max_seconds))
 
     # ------------------------------------------------------------------------------------------ declarations
 
@@ -117,6 +122,13 @@ class MMFlowPipeline(DiffusionPipeline):
         return tuple(merged.values())
 
     @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
+        """Load a saved folder after checking it (``mmflow.model_folder``): only installed mmflow plugins' modules,
+        readable weights, every component present."""
+        check_model_folder(pretrained_model_name_or_path)
+        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+
+    @classmethod
     def cli_main(cls, argv: list[str], folder) -> int:
         """``mmflow generate`` for a saved folder of this class (``mmflow.generate_command``)."""
         from .generate_command import generic_cli_main
@@ -130,16 +142,6 @@ class MMFlowPipeline(DiffusionPipeline):
         declared = {item.name: item for item in self.task_inputs(task)}
         listing = "; ".join(f"{i.name}{'' if i.required else ' (optional)'}: {i.description}"
                             for i in declared.values()) or "none"
-        unknown = sorted(set(inputs) - set(declared))
-        if unknown:
-            raise InputError(f"task {task.name!r} takes no input(s) {unknown}; it takes {listing}")
-        if spans is not None:
-            if not task.editable:
-                raise InputError(f"spans= are for editing tasks; task {task.name!r} regenerates whole streams")
-            bad = sorted(set(spans) - set(task.generate))
-            if bad:
-                raise InputError(f"spans name stream(s) {bad} that task {task.name!r} does not generate "
-                                 f"({list(task.generate)})")
         counts = {len(v) for v in inputs.values() if isinstance(v, list | tuple)}
         if len(counts) > 1:
             raise InputError(f"inputs given as lists must all have one entry per prompt; got lengths {sorted(counts)}")
@@ -149,9 +151,26 @@ class MMFlowPipeline(DiffusionPipeline):
         prompts = [{name: (value[i] if isinstance(value, list | tuple) else value) for name, value in inputs.items()}
                    for i in range(count)]
         for i, prompt in enumerate(prompts):
-            missing = [name for name, item in declared.items() if item.required and prompt.get(name) is None]
+            missing = [item for item in declared.values() if item.required and prompt.get(item.name) is None]
             if missing:
-                raise InputError(f"task {task.name!r} needs {missing} (prompt {i}); it takes {listing}")
+                needs = ", ".join(f"{item.name}= ({item.description})" for item in missing)
+                raise InputError(f"task {task.name!r} needs {needs} for prompt {i}; it takes: {listing}")
+        unknown = sorted(set(inputs) - set(declared))
+        if unknown:
+            raise InputError(f"task {task.name!r} takes no {', '.join(f'{n}=' for n in unknown)}; it takes: {listing}")
+        if task.editable and not any((spans or {}).values()):
+            raise InputError(f"task {task.name!r} regenerates time spans: pass spans={{stream: [(start, end), ...]}} "
+                             f"for some of {list(task.generate)}")
+        if spans is not None:
+            if not task.editable:
+                raise InputError(f"spans= are for editing tasks; task {task.name!r} regenerates whole streams")
+            unknown = sorted(set(spans) - set(self.stream_names))
+            if unknown:
+                raise InputError(f"spans name unknown stream(s) {unknown}; this model has {self.stream_names}")
+            bad = sorted(set(spans) - set(task.generate))
+            if bad:
+                raise InputError(f"spans name stream(s) {bad} that task {task.name!r} does not generate "
+                                 f"({list(task.generate)})")
         return prompts
 
     @torch.no_grad()
@@ -175,7 +194,7 @@ class MMFlowPipeline(DiffusionPipeline):
         Args:
             task: A task name (``pipe.tasks``) or a ``TaskPreset``.
             num_inference_steps: Solver steps (default: the scheduler's).
-            guidance_scale: Classifier-free guidance, one scale for every generated stream or one per stream.
+            guidance_scale: Classifier-free guidance, one scale for every stream of the task or one per stream.
             uncond_joint_view: Per stream joint view in the unconditional pass (False: ignore the other streams).
             joint_attention: False runs every stream with its joint view off (the no-coupling ablation).
             spans: Editing tasks: per generated stream, ``(start, end)`` seconds of the main part to regenerate.
@@ -188,33 +207,37 @@ class MMFlowPipeline(DiffusionPipeline):
         task = self.task(task)
         if output_type not in ("np", "latent"):
             raise InputError(f"output_type must be 'np' or 'latent', got {output_type!r}")
-        if duration is not None and not (isinstance(duration, numbers.Real) and 0 < duration <= 3600):
-            raise InputError(f"duration must be a number of seconds in (0, 3600], got {duration!r}")
+        check_call_arguments(duration=duration, num_inference_steps=num_inference_steps,
+                             guidance_scale=guidance_scale, seed=seed, spans=spans)
         prompts = self.check_inputs(task, inputs, spans)
         seeds = self._seeds(seed, len(prompts))
         present = [n for n in self.stream_names if task.role(n) != "absent"]
         encoded = [{n: self.codec(n).encode({k: v for k, v in prompt.items() if k in self._names(n, task)},
-                                            self._role(task, n)) for n in present} for prompt in prompts]
-        timelines, prompt_frames = [], []
-        for i, streams in enumerate(encoded):
-            timeline, offsets = self._timeline(task, streams, spans, duration, seeds[i])
-            timelines.append(timeline)
-            prompt_frames.append(offsets)
-        results = self._sample(task, timelines, num_inference_steps, guidance_scale, uncond_joint_view,
-                               joint_attention, progress)
-        latents = [{n: result[n][offsets[n]:] for n in present} for result, offsets in zip(results, prompt_frames,
-                                                                                          strict=True)]
+                                            self._role(task, n), prompt_seed) for n in present}
+                   for prompt, prompt_seed in zip(prompts, seeds, strict=True)]
+        groups = [self._pieces(streams, duration) for streams in encoded]
+        timelines = [[self._timeline(task, piece, spans, duration, seeds[i] + k) for k, piece in enumerate(group)]
+                     for i, group in enumerate(groups)]
+        results = iter(self._sample(task, [t for group in timelines for t, _ in group], num_inference_steps,
+                                    guidance_scale, uncond_joint_view, joint_attention, progress))
+        latents, conds = [], []
+        for group in timelines:
+            pieces = [(next(results), timeline, offsets) for timeline, offsets in group]
+            latents.append({n: self._join([r[n][o[n]:] for r, _, o in pieces], n) for n in present})
+            conds.append({n: None if pieces[0][1].tracks[n].cond is None
+                          else self._join([t.tracks[n].cond[o[n]:] for _, t, o in pieces], n) for n in present})
         outputs, sources = [], {}
         if output_type == "np":
-            for latent, streams in zip(latents, encoded, strict=True):
+            for latent, cond, streams in zip(latents, conds, encoded, strict=True):
                 decoded = {}
                 for name in present:
-                    for key, value in self.codec(name).decode(latent[name], streams[name]).items():
+                    produced = self.codec(name).decode(latent[name], cond[name], streams[name], progress=progress)
+                    for key, value in produced.items():
                         if sources.setdefault(key, name) != name:
                             raise RuntimeError(f"streams {sources[key]!r} and {name!r} both decode an output {key!r}")
                         decoded[key] = value
                 outputs.append(decoded)
-        return MMFlowOutput(outputs=outputs, latents=latents, sources=sources)
+        return MMFlowOutput(outputs=outputs, latents=latents, conds=conds, sources=sources)
 
     def save(self, output: MMFlowOutput, folder: str | os.PathLike, stem: str = "sample") -> list[Path]:
         """Write every prompt's outputs with the streams' codecs (``stem``, ``stem_1``... for batches)."""
@@ -248,32 +271,60 @@ class MMFlowPipeline(DiffusionPipeline):
             raise InputError(f"seed has {len(seeds)} entries but there are {count} prompts")
         return seeds
 
-    def _main_seconds(self, task: TaskPreset, streams: Mapping[str, EncodedStream], duration) -> Fraction:
-        """How long the main part lasts: ``duration``, else the given streams (which must agree), else estimates."""
+    def _pieces(self, streams: dict[str, EncodedStream], duration) -> list[dict[str, EncodedStream]]:
+        """A prompt as consecutive pieces: one, unless a codec splits its stream (then the others, which must
+        have no given content, are generated anew in every piece)."""
+        for name, encoded in streams.items():
+            split = getattr(self.codec(name), "split", None)
+            pieces = split(encoded, duration) if split is not None else [encoded]
+            if len(pieces) > 1:
+                fixed = sorted(n for n, e in streams.items() if n != name and e.content is not None)
+                if fixed:
+                    raise InputError(f"stream {name!r} is split into {len(pieces)} pieces, but stream(s) {fixed} "
+                                     f"have given content that cannot follow the split; give a duration or shorter "
+                                     f"inputs")
+                return [{**streams, name: piece} for piece in pieces]
+        return [streams]
+
+    def _lead(self, streams: Mapping[str, EncodedStream]) -> str:
+        """The stream whose frames the timeline's length is counted in: the one with a prompt, else the first."""
+        prompted = [n for n, e in streams.items() if e.prompt is not None]
+        return prompted[0] if prompted else next(iter(streams))
+
+    def _main_frames(self, task, streams: Mapping[str, EncodedStream], lead: str, duration) -> int:
+        """The main part's length in the lead stream's frames: ``duration``, else the given lengths (which must
+        agree), else the codecs' estimates."""
         specs = {n: self.transformer.stream_spec(n) for n in streams}
         if duration is not None:
-            return Fraction(duration).limit_denominator(100_000)
+            return specs[lead].num_frames(Fraction(duration).limit_denominator(100_000))
         known = {n: Fraction(e.frames) / specs[n].frame_rate for n, e in streams.items() if e.frames}
         if known:
             longest, shortest = max(known.values()), min(known.values())
-            slowest = min(spec.frame_rate for spec in specs.values())
+            slowest = min(specs[n].frame_rate for n in known)
             if (longest - shortest) * slowest > 1:
                 lengths = {n: f"{float(s):.2f} s" for n, s in known.items()}
-                raise InputError(f"the given streams last different times {lengths}; give inputs of one duration")
-            return longest
-        estimates = {n: Fraction(e.estimate) / specs[n].frame_rate for n, e in streams.items() if e.estimate}
+                raise InputError(f"the given inputs last different times {lengths}; give inputs of the same duration")
+            return streams[lead].frames or specs[lead].num_frames(longest)
+        if streams[lead].estimate:
+            return streams[lead].estimate
+        estimates = [Fraction(e.estimate) / specs[n].frame_rate for n, e in streams.items() if e.estimate]
         if estimates:
-            return max(estimates.values())
+            return specs[lead].num_frames(max(estimates))
         raise InputError(f"task {task.name!r} cannot tell how long to generate from these inputs: pass duration= "
                          f"(seconds)")
 
     def _timeline(self, task, streams: Mapping[str, EncodedStream], spans, duration, seed):
-        """One prompt's ``Timeline`` and, per stream, where its main part starts."""
+        """One piece's ``Timeline`` and, per stream, the frame where its main part starts.
+
+        Every stream covers the same seconds: the lead stream's prompt then its main frames; the others round
+        those instants to their own frames. The task's given streams are given where their content reaches.
+        """
         model = self.transformer
         specs = {n: model.stream_spec(n) for n in model.stream_names}
-        prompt_seconds = max((Fraction(e.prompt_frames) / specs[n].frame_rate for n, e in streams.items()),
-                             default=Fraction(0))
-        total = prompt_seconds + self._main_seconds(task, streams, duration)
+        lead = self._lead(streams)
+        rate = specs[lead].frame_rate
+        prompt_seconds = Fraction(streams[lead].prompt_frames) / rate
+        total = prompt_seconds + Fraction(self._main_frames(task, streams, lead, duration)) / rate
         tracks, offsets = {}, {}
         for name, spec in specs.items():
             encoded = streams.get(name)
@@ -287,17 +338,17 @@ class MMFlowPipeline(DiffusionPipeline):
                                            torch.ones(first + frames, dtype=torch.bool), cond)
                 continue
             track = self.codec(name).fit(encoded, first, frames)
-            role = task.role(name)
             given = track.given.clone()
-            if role == "given":
-                given[first:] = True
-            elif spans and name in spans:
+            covered = first + min(frames, encoded.frames or frames)
+            if task.role(name) == "given":
+                given[first:covered] = True
+            elif self._role(task, name) == "edit":  # kept as given, except inside its spans
                 if encoded.content is None:
                     raise InputError(f"editing stream {name!r} needs its current values to keep outside the spans: "
                                      f"pass them ({', '.join(sorted(self._names(name, task)))})")
-                given[first:] = True
+                given[first:covered] = True
                 try:
-                    given = regenerate_spans(given, spec, spans[name], offset=first)
+                    given = regenerate_spans(given, spec, (spans or {}).get(name, ()), offset=first)
                 except ValueError as error:
                     raise InputError(str(error)) from error
             tracks[name] = StreamTrack(track.latent, given, track.cond, track.frame_extras, track.extras)
@@ -305,24 +356,33 @@ class MMFlowPipeline(DiffusionPipeline):
         tracks = {n: _to(t, device, dtype) for n, t in tracks.items()}
         return Timeline(tracks, seed=seed), offsets
 
+    def _join(self, pieces: list[torch.Tensor], stream: str) -> torch.Tensor:
+        """Consecutive pieces of one stream, joined with a linear cross-fade of ``PIECE_FADE_SECONDS``."""
+        fade = self.transformer.stream_spec(stream).num_frames(PIECE_FADE_SECONDS)
+        out = pieces[0]
+        for piece in pieces[1:]:
+            n = min(fade, out.shape[0], piece.shape[0])
+            if n == 0:
+                out = torch.cat([out, piece])
+                continue
+            w = torch.linspace(0, 1, n + 2, dtype=out.dtype, device=out.device)[1:-1, None]
+            out = torch.cat([out[:-n], (1 - w) * out[-n:] + w * piece[:n], piece[n:]])
+        return out
+
     def _sample(self, task, timelines, steps, guidance_scale, uncond_joint_view, joint_attention, progress):
         scheduler = self.scheduler
         if steps is not None:  # a copy: the pipeline's scheduler keeps its configured steps
-            if not (isinstance(steps, numbers.Integral) and 1 <= steps <= 1000):
-                raise InputError(f"num_inference_steps must be an integer in [1, 1000], got {steps!r}")
             scheduler = FlowMatchingScheduler.from_config(self.scheduler.config)
             scheduler.set_timesteps(int(steps))
-        generated = [n for n in self.stream_names if task.role(n) == "generate"]
+        # every stream the task involves is guided: a given stream's noisy latent is an input of the others too
+        present = [n for n in self.stream_names if task.role(n) != "absent"]
         if isinstance(guidance_scale, Mapping):
-            scales = {n: float(s) for n, s in guidance_scale.items()}
-            unknown = sorted(set(scales) - set(generated))
+            unknown = sorted(set(guidance_scale) - set(self.stream_names))
             if unknown:
-                raise InputError(f"guidance_scale names stream(s) {unknown}; task {task.name!r} generates {generated}")
+                raise InputError(f"guidance_scale names unknown stream(s) {unknown}; the model has {self.stream_names}")
+            scales = {n: float(s) for n, s in guidance_scale.items() if n in present}
         else:
-            scales = {n: float(guidance_scale) for n in generated}
-        bad = {n: s for n, s in scales.items() if not 0 <= s <= 100}
-        if bad:
-            raise InputError(f"guidance_scale must lie in [0, 100], got {bad}")
+            scales = {n: float(guidance_scale) for n in present}
         guidance = Guidance(scales=scales, joint_view=dict(uncond_joint_view or {}))
         max_seconds = self.config.max_seconds
         sampler = LongFormSampler(self.transformer, max_seconds, context_seconds=min(2.0, max_seconds / 3))

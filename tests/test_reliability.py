@@ -25,7 +25,7 @@ pytest.importorskip("mmflow_jamflow")
 from mmflow_audio_f5tts.audio_io import AudioInputError, write_wav  # noqa: E402
 from mmflow_jamflow.cli import add_generate, run_generate  # noqa: E402
 from mmflow_jamflow.default_model import default_model_path  # noqa: E402
-from mmflow_jamflow.model_folder import ModelFolderError  # noqa: E402
+from mmflow.model_folder import ModelFolderError  # noqa: E402
 from mmflow_jamflow.pipeline import MissingInputError  # noqa: E402
 from mmflow_motion_liveportrait.face import FaceError, NoFaceError, demo_portrait_path  # noqa: E402
 from mmflow_motion_liveportrait.motion_template import MotionTemplate, MotionTemplateError, save_motion_template  # noqa: E402

@@ -99,9 +99,9 @@ def test_batches_equal_one_by_one_and_bad_inputs_name_the_task_inputs(pipe):
     both = pipe("pose_from_beat", beat=[c["beat"] for c in clips], seed=7, num_inference_steps=2, progress=False)
     alone = pipe("pose_from_beat", beat=clips[1]["beat"], seed=8, num_inference_steps=2, progress=False)
     np.testing.assert_allclose(both.outputs[1]["pose"], alone.outputs[0]["pose"], atol=1e-5)
-    with pytest.raises(InputError, match=r"needs \['beat'\].*beat: the beat stream, an array \(frames, 2\)"):
+    with pytest.raises(InputError, match=r"needs beat= \(the beat stream, an array \(frames, 2\)"):
         pipe("pose_from_beat", progress=False)
-    with pytest.raises(InputError, match=r"takes no input\(s\) \['glow'\]"):
+    with pytest.raises(InputError, match=r"takes no glow="):
         pipe("pose_from_beat", beat=clips[0]["beat"], glow=clips[0]["glow"], progress=False)
     with pytest.raises(InputError, match="cannot tell how long"):
         pipe("tri_joint", progress=False)
@@ -124,5 +124,5 @@ def test_mmflow_generate_runs_a_saved_model_in_a_fresh_process(trained, tmp_path
     assert "pose_from_beat" in listing.stdout and "beat: the beat stream" in listing.stdout
     bad = subprocess.run(command[:-2] + ["--out", str(tmp_path / "bad"), "--input", "pose=x.npy"],
                          capture_output=True, text=True, timeout=240)
-    assert bad.returncode == 2 and "takes no input(s) ['pose']" in bad.stderr
+    assert bad.returncode == 2 and "takes no pose=" in bad.stderr
     assert not (tmp_path / "bad").exists()

@@ -20,3 +20,10 @@ def mmflow_streams():
 @hookimpl
 def mmflow_backbones():
     return {"f5tts_dit": F5TTSBackbone}
+
+
+@hookimpl
+def mmflow_stream_codecs():
+    from .codec import F5AudioCodec
+
+    return {"audio": F5AudioCodec}

@@ -271,3 +271,15 @@ def reference_frames(num_samples: int) -> int:
     if num_samples < 0:
         raise ValueError(f"reference_frames: num_samples must be >= 0, got {num_samples}")
     return num_samples // HOP_LENGTH
+
+
+def filler_frames(ref_samples: int, ref_text: str, gen_text: str, num_ids: int, speed: float = 1.0) -> int:
+    """Mel frames to generate after a reference of ``ref_samples`` samples for filler-padded text (F5-TTS).
+
+    F5-TTS's estimate (``estimate_duration``), made long enough that the sample outlasts both its ``num_ids``
+    text tokens and the reference's mel frames (the centred STFT gives one frame more than ``reference_frames``).
+    """
+    ref_frames = reference_frames(ref_samples)
+    cond_frames = ref_frames + 1
+    total = estimate_duration(ref_frames, ref_text, gen_text, speed=speed)
+    return max(total, max(num_ids, cond_frames) + 1) - cond_frames

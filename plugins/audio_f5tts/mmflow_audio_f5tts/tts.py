@@ -32,7 +32,7 @@ from .audio_io import ReferenceAudio, load_reference_audio, restore_rms
 from .backbone import TEXT_KEY
 from .checkpoint import STREAM, from_f5tts
 from .mel import N_MELS, SAMPLE_RATE, MelSpectrogram
-from .text import PAD_ID, OnUnknown, TokenizerMode, Vocab, estimate_duration, prompt_text, reference_frames
+from .text import PAD_ID, OnUnknown, TokenizerMode, Vocab, filler_frames, prompt_text, reference_frames
 from .vocoder import load_vocoder
 
 logger = logging.getLogger(__name__)
@@ -55,6 +55,12 @@ def finish_reference_text(ref_text: str) -> str:
     if ref_text.endswith(". ") or ref_text.endswith("。"):
         return ref_text
     return ref_text + (" " if ref_text.endswith(".") else ". ")
+
+
+def chunk_bytes(ref_text: str, ref_seconds: float, window_seconds: float, speed: float = 1.0) -> int:
+    """UTF-8 bytes of new text that fit one window next to the reference, at the reference's speaking rate
+    (F5-TTS's chunk size; at least a second's worth when the reference fills the window)."""
+    return int(_utf8_len(ref_text) / ref_seconds * max(window_seconds - ref_seconds, 1.0) * speed)
 
 
 def chunk_text(text: str, max_bytes: int) -> list[str]:
@@ -244,18 +250,15 @@ class F5TTSSynthesizer:
         self, reference: ReferenceAudio, ref_text: str, texts: list[str], speed: float
     ) -> list[_Request]:
         """Chunks of every text with their token ids and total frames (reference included)."""
-        max_bytes = int(
-            _utf8_len(ref_text) / reference.seconds * (CONTEXT_SECONDS - reference.seconds) * speed
-        )
-        ref_frames = reference_frames(reference.waveform.shape[-1])
-        cond_frames = ref_frames + 1  # centred STFT frames of the reference
+        max_bytes = chunk_bytes(ref_text, reference.seconds, CONTEXT_SECONDS, speed)
+        samples = reference.waveform.shape[-1]
+        cond_frames = reference_frames(samples) + 1  # centred STFT frames of the reference
         requests = []
         for i, text in enumerate(texts):
             for k, chunk in enumerate(chunk_text(text, max_bytes)):
                 tokens = self.vocab.tokenize(prompt_text(ref_text, chunk), mode=self.tokenizer)
                 ids = self.vocab.encode(tokens, on_unknown=self.on_unknown)
-                frames = estimate_duration(ref_frames, ref_text, chunk, speed=speed)
-                frames = max(frames, max(len(ids), cond_frames) + 1)  # F5: always generate something
+                frames = cond_frames + filler_frames(samples, ref_text, chunk, len(ids), speed)
                 requests.append(_Request(i, k, chunk, ids, frames))
         logger.info(
             "%d text(s) → %d chunk(s), %d frames in all",

@@ -2,21 +2,23 @@
 
 from __future__ import annotations
 
-from mmflow import TaskPreset, hookimpl
+from mmflow import TaskInput, TaskPreset, hookimpl
 
 
 @hookimpl
 def mmflow_tasks():
+    video_motion = TaskInput("motion", "the video's motion (template, expressions or video): its non-mouth expression "
+                             "drives the face and its length the duration", required=True)
     return [
         TaskPreset("talking_head", "text (+ reference voice) + portrait -> talking video with speech",
                    generate=("audio", "motion")),
         TaskPreset("audio_to_motion", "given speech -> facial motion (talking head)", ("motion",), ("audio",)),
         TaskPreset("dubbing", "given motion/video + text -> speech timed to the motion", ("audio",), ("motion",)),
         TaskPreset("video_to_video", "video (its e_rest) + transcript -> new speech and mouth motion",
-                   generate=("audio", "motion")),
-        TaskPreset("tts", "text (+ reference voice) -> speech", ("audio",)),
+                   generate=("audio", "motion"), inputs=(video_motion,)),
+        TaskPreset("tts", "text (+ reference voice) -> speech", ("audio",), absent=("motion",)),
         TaskPreset("edit", "regenerate time spans of given speech and motion, keep the rest exactly",
-                   generate=("audio", "motion")),
+                   generate=("audio", "motion"), editable=True),
     ]
 
 

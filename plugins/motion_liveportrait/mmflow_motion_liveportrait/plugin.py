@@ -13,3 +13,10 @@ MOTION = StreamSpec(name="motion", frame_rate=Fraction(25), channels=12, cond_ch
 @hookimpl
 def mmflow_streams():
     return [MOTION]
+
+
+@hookimpl
+def mmflow_stream_codecs():
+    from .codec import LivePortraitMotionCodec
+
+    return {"motion": LivePortraitMotionCodec}

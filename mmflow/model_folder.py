@@ -12,14 +12,7 @@ import json
 import os
 from pathlib import Path
 
-from mmflow.plugins import get_registry
-
-_DISTRIBUTIONS = {
-    "mmflow": "mmflow",
-    "mmflow_audio_f5tts": "mmflow-audio-f5tts (plugins/audio_f5tts)",
-    "mmflow_motion_liveportrait": "mmflow-motion-liveportrait (plugins/motion_liveportrait)",
-    "mmflow_jamflow": "mmflow-jamflow (plugins/jamflow)",
-}
+from .plugins import get_registry
 
 
 class ModelFolderError(ValueError):
@@ -31,11 +24,9 @@ def plugin_packages() -> set[str]:
     return {info.module.split(":")[0].split(".")[0] for info in get_registry().plugins}
 
 
-def check_model_folder(folder: str | os.PathLike) -> None:
-    """Refuse a folder whose ``model_index.json`` names modules outside the installed mmflow plugins, or that
-    holds an unreadable ``.safetensors`` file; every message names the file and the fix."""
-    folder = Path(folder)
-    index = folder / "model_index.json"
+def read_model_index(folder: str | os.PathLike) -> dict:
+    """The folder's ``model_index.json`` as a mapping; a missing or unreadable index is named with the fix."""
+    index = Path(folder) / "model_index.json"
     if not index.is_file():
         raise FileNotFoundError(f"{folder} is not a saved pipeline (no model_index.json); save one with "
                                 f"pipeline.save_pretrained(folder)")
@@ -45,15 +36,23 @@ def check_model_folder(folder: str | os.PathLike) -> None:
         raise ModelFolderError(f"{index}: not valid JSON ({error}); save the pipeline again") from error
     if not isinstance(config, dict):
         raise ModelFolderError(f"{index}: expected a JSON object of components; save the pipeline again")
+    return config
+
+
+def check_model_folder(folder: str | os.PathLike) -> None:
+    """Refuse a folder whose ``model_index.json`` names modules outside the installed mmflow plugins, lacks a
+    component's folder, or holds an unreadable ``.safetensors`` file; every message names the file and the fix.
+    The allowed component modules are imported here, so diffusers finds them."""
+    folder = Path(folder)
+    config = read_model_index(folder)
     allowed = plugin_packages()
     for name, value in config.items():
         if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
             continue
-        module = value[0]
-        top = str(module).split(".")[0]
+        module = str(value[0])
+        top = module.split(".")[0]
         if top not in allowed:
-            package = _DISTRIBUTIONS.get(top, top.replace("_", "-"))
-            fix = (f"install the plugin `{package}` (pip install {package.split(' ')[0]})" if top.startswith("mmflow")
+            fix = (f"install the plugin that provides it (pip install {top.replace('_', '-')})" if top.startswith("mmflow")
                    else "nothing outside mmflow plugins is imported from a model folder; use a folder from a trusted "
                    "source")
             raise ImportError(
