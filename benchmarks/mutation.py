@@ -71,7 +71,7 @@ TARGETS = {
     "scheduler": Target(".", "mmflow", "mmflow/scheduler.py", (
         "tests/test_maths_pinned.py", "tests/test_flow_values.py::test_scheduler_puts_its_grid_on_the_requested_device",
         "tests/test_flow.py::test_scheduler_component_round_trip_and_sampling")),
-    "long_form": Target(".", "mmflow", "mmflow/long_form.py", ("tests/test_long_form.py",)),
+    "long_form": Target(".", "mmflow", "mmflow/long_form.py", ("tests/test_long_form.py", "tests/test_long_form_values.py")),
     "ema": Target(".", "mmflow", "mmflow/training/ema.py", ("tests/test_maths_pinned.py", "tests/test_ema_values.py")),
     "mel": Target(AUDIO, "mmflow_audio_f5tts", "mmflow_audio_f5tts/mel.py", ("tests/test_audio_mel.py",)),
     "text": Target(AUDIO, "mmflow_audio_f5tts", "mmflow_audio_f5tts/text.py", ("tests/test_audio_text.py",)),
