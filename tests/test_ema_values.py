@@ -26,6 +26,8 @@ def test_update_every_must_be_positive():
     with pytest.raises(ValueError, match="update_every"):
         EMA(_model(), decay=0.9, update_every=0)
     assert EMA(_model(), decay=0.9, update_every=1).update_every == 1
+    default = EMA(_model())
+    assert default.decay == 0.999 and default.update_every == 1 and default.num_updates == 0
 
 
 def test_shadow_is_float32_copy_of_trainable_low_precision_weights():
