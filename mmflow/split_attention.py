@@ -1,24 +1,26 @@
 """Exact masked attention that runs the unmasked fast kernel on whole blocks of a stream mask.
 
 A joint mask is mostly whole blocks: JAM-Flow's audio queries see *all* audio keys (63 % of the pairs at
-10 s), and only a thin remainder (the motion frame at their time, the motion rows' local windows) needs a
-mask. The ``split`` backend attends, per query stream, the run of key streams it sees whole with plain SDPA
-(no mask tensor, so the fastest kernel), the remaining keys with masked SDPA, and merges the two parts
-exactly. Query streams that see no stream whole run masked SDPA over all keys.
+10 s), and only a thin remainder needs a mask (the motion frame at an audio frame's time, motion's local
+windows). The ``split`` backend attends, per query stream:
 
-The merge needs each part's softmax normaliser, which SDPA does not return. Each part therefore gets one
-extra *sink* key whose score is exactly 0 (a zero key vector) and two extra value channels: channel ``d`` is
-1 on real keys, channel ``d + 1`` is 1 on the sink. With ``Z`` the part's sum of exp(score) and ``N`` its sum
-of exp(score)·v, the part returns ``A = N / (1 + Z)``, ``z = Z / (1 + Z)`` and ``s = 1 / (1 + Z)``, and
+- the run of key streams it sees whole with SDPA *without* a mask (the fastest kernel);
+- the other keys it sees: gathered when each row sees at most ``GATHER_MAX_KEYS`` of them (audio → its one
+  motion frame), else masked SDPA over them; the two parts are merged exactly by their log-sum-exps;
+- a stream that sees no stream whole (motion) goes in chunks of ``ROW_CHUNK`` rows, each masked SDPA over
+  only the key spans its rows see, so a local window costs its width rather than the sequence length.
 
-    out = (N1 + N2) / (Z1 + Z2) = (A1·s2 + A2·s1) / (z1·s2 + z2·s1)
-
-Everything stays inside public ``scaled_dot_product_attention`` calls, so autograd gives the exact backward
-on every device, and every factor has full relative precision (``z`` is not computed as ``1 − s``). The one
-limit is range: ``s = 1 / (1 + Z)`` must not underflow, so each row's log-sum-exp must stay within about ±80
-of 0 in float32/bfloat16 (attention logits are far smaller in practice); float16's range is too short, so
-the backend does not take it. Key padding inside the whole block rides on one more query/key channel that
-adds −1e4 to the score of a padding key, so the block stays unmasked.
+The merge needs a part's log-sum-exp. Without autograd it comes from the fused kernel itself (CPU flash
+kernel; CUDA flash kernel for unmasked fp16/bf16). With autograd it must be differentiable, which no public
+kernel offers, so the part gets one extra *sink* key whose score is exactly 0 (a zero key vector) and two
+extra value channels: channel ``d`` is 1 on real keys, channel ``d + 1`` is 1 on the sink. With ``Z`` the
+part's sum of exp(score) and ``N`` its sum of exp(score)·v, SDPA then returns ``N / (1 + Z)``,
+``Z / (1 + Z)`` and ``1 / (1 + Z)``, from which ``N / Z`` and ``log Z`` follow with full relative precision
+and autograd gives the exact backward on every device. Its limit is range: ``1 / (1 + Z)`` must not
+underflow, so a row's log-sum-exp must stay within about ±80 of 0 in float32/bfloat16 (attention logits are
+far smaller in practice); float16's range is too short, so the backend refuses float16. Key padding inside a
+whole block rides on one more query/key channel that adds −1e4 to a padding key's score (sink path) or on an
+additive key mask (fused path).
 
 Shape letters: ``b`` batch, ``h`` heads, ``N`` joint tokens, ``n`` tokens of a part, ``d`` head width.
 """
@@ -41,10 +43,9 @@ PADDING_SCORE = -1.0e4  # added to a padding key's score: exp() of it is exactly
 
 @dataclass(frozen=True)
 class RowBlock:
-    """How the queries of one stream (rows ``start:stop``) are attended.
+    """How the queries of one stream that sees some key streams whole (rows ``start:stop``) are attended.
 
-    ``whole`` is the key range they all see unmasked (``None``: no such range; the block is one masked SDPA
-    over all keys), with ``whole_valid`` ``(b, n)`` marking its real keys when some are padding. ``rest`` are
+    ``whole`` is the key range they all see unmasked, with ``whole_valid`` ``(b, n)`` marking its real keys when some are padding. ``rest`` are
     the other key ranges (``None``: the rows see none of them), ``rest_mask`` ``(b or 1, 1, rows, keys)``
     which of those keys each row sees (``None``: all) and ``rest_any`` whether a row sees any. When every row
     sees at most ``GATHER_MAX_KEYS`` of them, ``gather``/``gather_valid`` ``(b or 1, rows, E)`` list them.
@@ -52,7 +53,7 @@ class RowBlock:
 
     start: int
     stop: int
-    whole: tuple[int, int] | None
+    whole: tuple[int, int]
     whole_valid: torch.Tensor | None
     rest: tuple[tuple[int, int], ...] | None
     rest_mask: torch.Tensor | None
@@ -65,7 +66,7 @@ class RowBlock:
 GATHER_MAX_KEYS = 16
 
 
-def split_plan(mask: AttentionMask, device: torch.device | str) -> tuple[RowBlock, ...]:
+def split_plan(mask: AttentionMask, device: torch.device | str) -> tuple[RowBlock | LocalBlock, ...]:
     """The ``split`` plan of ``mask``, built once per (policy, lengths, padding, joint views, device)."""
     plans = mask._plans
     key = str(torch.device(device))
@@ -113,7 +114,7 @@ def _rest_block(start: int, stop: int, whole, whole_valid, rest, rows: torch.Ten
     rest_any = rest_mask.any(-1)
     counts = rest_mask.sum(-1)
     gather = gather_valid = None
-    if whole is not None and int(counts.max()) <= GATHER_MAX_KEYS:
+    if int(counts.max()) <= GATHER_MAX_KEYS:
         width = int(counts.max())
         order = torch.sort(rest_mask[:, 0].to(torch.uint8), dim=-1, descending=True, stable=True).indices
         gather = order[..., :width]
@@ -126,25 +127,72 @@ def _rest_block(start: int, stop: int, whole, whole_valid, rest, rows: torch.Ten
 ROW_CHUNK = 64
 
 
-def _local_blocks(start: int, stop: int, rows: torch.Tensor, mask: AttentionMask) -> list[RowBlock]:
-    """Rows that see no stream whole, in chunks of ``ROW_CHUNK``: each chunk attends (masked) only the span of
-    each key stream that some of its rows see, so a local window costs its width, not the sequence length."""
-    blocks = []
-    for a in range(0, stop - start, ROW_CHUNK):
-        chunk = rows[:, :, a : a + ROW_CHUNK]
-        seen = chunk.any(dim=(0, 1, 2))  # (N,) keys any row of the chunk sees
+@dataclass(frozen=True)
+class LocalBlock:
+    """Queries of one stream that sees no stream whole (rows ``start:stop``), attended in chunks of ``chunk``
+    rows, all chunks in one batched SDPA call: chunk ``c`` sees the keys ``index[c]`` (the span of each key
+    stream that some of its rows see, padded to a common width) under ``mask`` ``(b or 1, chunks, chunk,
+    width)``; padded rows see their first key, padded keys nobody."""
+
+    start: int
+    stop: int
+    chunk: int
+    index: torch.Tensor  # (chunks, width) key positions
+    mask: torch.Tensor
+    additive: dict = field(default_factory=dict, compare=False)  # mask per (batch, dtype), shaped for SDPA
+
+
+def _local_block(start: int, stop: int, rows: torch.Tensor, mask: AttentionMask) -> LocalBlock:
+    """``LocalBlock`` for rows that see no stream whole: a local window costs its width, not the sequence."""
+    n, chunk = stop - start, ROW_CHUNK
+    chunks = -(-n // chunk)
+    rows = F.pad(rows, (0, 0, 0, chunks * chunk - n))  # (b or 1, 1, chunks·chunk, N)
+    indices = []
+    for c in range(chunks):
+        seen = rows[:, :, c * chunk : (c + 1) * chunk].any(dim=(0, 1, 2))  # (N,) keys some row sees
         spans = []
         for segment in mask.segments:
             hits = seen[segment.offset : segment.offset + segment.length].nonzero()
             if len(hits):
-                spans.append((segment.offset + int(hits[0]), segment.offset + int(hits[-1]) + 1))
-        spans = tuple(spans) or ((0, mask.size),)  # sees nothing: the dense path's own call
-        chunk_mask = torch.cat([chunk[..., x:y] for x, y in spans], dim=-1)
-        blocks.append(RowBlock(start + a, min(start + a + ROW_CHUNK, stop), None, None, spans, chunk_mask, None))
-    return blocks
+                spans.append(torch.arange(segment.offset + int(hits[0]), segment.offset + int(hits[-1]) + 1))
+        indices.append(torch.cat(spans) if spans else torch.arange(mask.size))  # sees nothing: all keys
+    width = max(len(i) for i in indices)
+    index = torch.stack([F.pad(i, (0, width - len(i)), value=int(i[0])) for i in indices]).to(rows.device)
+    key_real = torch.stack([torch.arange(width) < len(i) for i in indices]).to(rows.device)  # (chunks, width)
+    chunked = rows[:, 0].view(rows.shape[0], chunks, chunk, -1)  # (b or 1, chunks, chunk, N)
+    local = torch.gather(chunked, 3, index[None, :, None, :].expand(rows.shape[0], -1, chunk, -1))
+    local &= key_real[None, :, None, :]
+    row_real = (torch.arange(chunks * chunk, device=rows.device) < n).view(1, chunks, chunk, 1)
+    local |= ~row_real & (torch.arange(width, device=rows.device) == 0)  # padded rows: their first key
+    return LocalBlock(start, stop, chunk, index, local)
 
 
-def _build_plan(mask: AttentionMask, device) -> tuple[RowBlock, ...]:
+def _local_mask(block: LocalBlock, batch: int, dtype) -> torch.Tensor:
+    """``block.mask`` as an additive ``(batch·chunks, 1, chunk, width)`` mask in ``dtype``, built once."""
+    key = (batch, dtype)
+    if key not in block.additive:
+        local = block.mask.expand(batch, *block.mask.shape[1:]).reshape(-1, 1, *block.mask.shape[2:])
+        zeros = torch.zeros(local.shape, dtype=dtype, device=local.device)
+        block.additive[key] = zeros.masked_fill(~local, float("-inf"))
+    return block.additive[key]
+
+
+def _local_attention(q, k, v, block: LocalBlock) -> torch.Tensor:
+    """Attention of the rows of ``block`` (``q`` holds just them), every chunk in one SDPA call."""
+    b, h, n, d = q.shape
+    chunks, width = block.index.shape
+    padded = F.pad(q, (0, 0, 0, chunks * block.chunk - n))
+    queries = padded.view(b, h, chunks, block.chunk, d).transpose(1, 2).reshape(b * chunks, h, block.chunk, d)
+
+    def gathered(t):
+        return t.index_select(2, block.index.reshape(-1)).view(b, h, chunks, width, -1).transpose(1, 2).reshape(
+            b * chunks, h, width, -1)
+
+    out = F.scaled_dot_product_attention(queries, gathered(k), gathered(v), attn_mask=_local_mask(block, b, q.dtype))
+    return out.view(b, chunks, h, block.chunk, -1).transpose(1, 2).reshape(b, h, chunks * block.chunk, -1)[:, :, :n]
+
+
+def _build_plan(mask: AttentionMask, device) -> tuple[RowBlock | LocalBlock, ...]:
     dense = mask.dense(device)  # (b or 1, 1, N, N)
     size = mask.size
     key_valid = mask.key_valid.to(device) if mask.per_sample and mask.key_valid is not None else None
@@ -156,7 +204,7 @@ def _build_plan(mask: AttentionMask, device) -> tuple[RowBlock, ...]:
         rows = dense[:, :, start:stop]
         whole = _whole_run(mask, s)
         if whole is None:
-            blocks.extend(_local_blocks(start, stop, rows, mask))
+            blocks.append(_local_block(start, stop, rows, mask))
             continue
         rest = tuple(r for r in ((0, whole[0]), (whole[1], size)) if r[1] > r[0])
         valid = None
@@ -295,9 +343,8 @@ def split_attention(q, k, v, mask: AttentionMask) -> torch.Tensor:
     outputs = []
     for block in split_plan(mask, q.device):
         rows = q[:, :, block.start : block.stop]
-        if block.whole is None:  # no whole block: masked SDPA over the spans these rows see
-            k_rest, v_rest = _keys(k, block.rest), _keys(v, block.rest)
-            outputs.append(F.scaled_dot_product_attention(rows, k_rest, v_rest, attn_mask=block.rest_mask))
+        if isinstance(block, LocalBlock):
+            outputs.append(_local_attention(rows, k, v, block))
             continue
         a, b = block.whole
         k_whole, v_whole = k[:, :, a:b], v[:, :, a:b]

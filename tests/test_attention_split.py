@@ -125,9 +125,14 @@ def test_the_plan_attends_the_whole_block_unmasked():
     audio, *motion = split_plan(mask, "cpu")
     assert audio.whole == (0, 375) and audio.whole_valid is None
     assert audio.gather is not None and audio.gather.shape[-1] == 1  # one motion frame per audio frame
-    assert [(m.start, m.stop) for m in motion] == [(375, 439), (439, 475)]  # motion rows in chunks of 64
-    first = motion[0]  # motion 0-63 (0-2.56 s) sees audio up to 2.77 s and motion up to 2.76 s
-    assert first.whole is None and first.rest == ((0, 260), (375, 445)) and first.rest_mask.shape[-1] == 330
+    (motion,) = motion
+    assert (motion.start, motion.stop, motion.chunk) == (375, 475, 64)  # motion rows in chunks of 64
+    # motion 0-63 (0-2.56 s) sees audio 0-259 (up to 2.77 s) and motion 0-69; motion 64-99 audio 217-374, motion 58-99
+    first, second = motion.index.tolist()
+    assert first == [*range(260), *range(375, 445)]
+    assert second[:200] == [*range(217, 375), *range(375 + 58, 475)] and len(set(second[200:])) == 1
+    assert not motion.mask[0, 1, :, 200:].any()  # padding keys: seen by nobody
+    assert not motion.mask[0, 1, 36:, 1:].any()  # padding rows (past motion 99): only their first key
     assert whole_share(mask) == pytest.approx(375**2 / 475**2)
     assert split_plan(mask, "cpu") is split_plan(jam_mask(n_audio=375, n_motion=100, window="0.25"), "cpu")
 
