@@ -40,11 +40,12 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mmflow_motion_liveportrait.plugin import MOTION
 
 ROOT = Path(__file__).resolve().parents[1]
 logger = logging.getLogger("benchmarks.jamflow_eval")
 
-MOTION_FPS = 25
+MOTION_FPS = float(MOTION.frame_rate)  # the motion stream's rate (its registered spec)
 ASR_RATE = 16_000
 ENVELOPE_SECONDS = 0.04
 MAX_LAG = 5

@@ -22,12 +22,28 @@ def _plugins(args) -> int:
 
 
 def _tasks(args) -> int:
+    """Each task with its streams' roles and its inputs (a block per task, so long names never break a table)."""
+    from .codecs import TensorCodec
+    from .tasks import declared_inputs
+
     registry = get_registry()
-    print(f"{'task':<22}{'generates':<22}{'given':<18}{'plugin':<20}description")
+
+    def codec_of(stream: str):
+        spec = registry.streams.get(stream)
+        factory = registry.stream_codec(stream)
+        return factory(spec, None) if factory is not None else TensorCodec(spec)
+
     for name in sorted(registry.tasks):
         task = registry.tasks[name]
-        print(f"{name:<22}{', '.join(task.generate):<22}{', '.join(task.given) or '-':<18}"
-              f"{registry.owners[('tasks', name)]:<20}{task.description}")
+        print(f"{name}  [{registry.owners[('tasks', name)]}]  {task.description}")
+        roles = {"generates": task.generate, "given": task.given, "absent": task.absent}
+        print("    " + "   ".join(f"{role}: {', '.join(streams)}" for role, streams in roles.items() if streams)
+              + ("   (editable: takes spans=)" if task.editable else ""))
+        streams = [*task.generate, *task.given, *task.absent]
+        if all(stream in registry.streams for stream in streams):
+            for item in declared_inputs(task, streams, codec_of):
+                print(f"    {item.name}{'' if item.required else ' (optional)'}: {item.description}")
+        print()
     return 0
 
 

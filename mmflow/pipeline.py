@@ -34,7 +34,7 @@ from .long_form import LongFormSampler, StreamTrack, Timeline
 from .model_folder import check_model_folder
 from .plugins import get_registry
 from .scheduler import FlowMatchingScheduler
-from .tasks import TaskInput, TaskPreset, regenerate_spans
+from .tasks import TaskInput, TaskPreset, declared_inputs, regenerate_spans
 from .transformer import MMDiT
 from .validation import WINDOW, check_call_arguments
 
@@ -107,19 +107,7 @@ class MMFlowPipeline(DiffusionPipeline):
 
     def task_inputs(self, task: str | TaskPreset) -> tuple[TaskInput, ...]:
         """Every user input of ``task``: its own, then each present stream's for its role (one entry per name)."""
-        task = self.task(task)
-        merged: dict[str, TaskInput] = {item.name: item for item in task.inputs}
-        for stream in self.stream_names:
-            role = self._role(task, stream)
-            if role == "absent":
-                continue
-            for item in self.codec(stream).inputs(role):
-                known = merged.get(item.name)
-                if known is None:
-                    merged[item.name] = item
-                elif item.required and not known.required:
-                    merged[item.name] = TaskInput(known.name, known.description, True)
-        return tuple(merged.values())
+        return declared_inputs(self.task(task), self.stream_names, self.codec)
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
@@ -213,7 +201,7 @@ class MMFlowPipeline(DiffusionPipeline):
         seeds = self._seeds(seed, len(prompts))
         present = [n for n in self.stream_names if task.role(n) != "absent"]
         encoded = [{n: self.codec(n).encode({k: v for k, v in prompt.items() if k in self._names(n, task)},
-                                            self._role(task, n), prompt_seed) for n in present}
+                                            task.codec_role(n), prompt_seed) for n in present}
                    for prompt, prompt_seed in zip(prompts, seeds, strict=True)]
         groups = [self._pieces(streams, duration) for streams in encoded]
         timelines = [[self._timeline(task, piece, spans, duration, seeds[i] + k) for k, piece in enumerate(group)]
@@ -252,15 +240,8 @@ class MMFlowPipeline(DiffusionPipeline):
 
     # ------------------------------------------------------------------------------------------ steps
 
-    @staticmethod
-    def _role(task: TaskPreset, stream: str) -> str:
-        """The role a codec sees: ``given``, ``generate``, ``absent``, or ``edit`` (generated where spans say, so
-        the stream's current values are an input)."""
-        role = task.role(stream)
-        return "edit" if role == "generate" and task.editable else role
-
     def _names(self, stream: str, task: TaskPreset) -> set[str]:
-        return {item.name for item in self.codec(stream).inputs(self._role(task, stream))}
+        return {item.name for item in self.codec(stream).inputs(task.codec_role(stream))}
 
     @staticmethod
     def _seeds(seed, count: int) -> list[int]:
@@ -342,7 +323,7 @@ class MMFlowPipeline(DiffusionPipeline):
             covered = first + min(frames, encoded.frames or frames)
             if task.role(name) == "given":
                 given[first:covered] = True
-            elif self._role(task, name) == "edit":  # kept as given, except inside its spans
+            elif task.codec_role(name) == "edit":  # kept as given, except inside its spans
                 if encoded.content is None:
                     raise InputError(f"editing stream {name!r} needs its current values to keep outside the spans: "
                                      f"pass them ({', '.join(sorted(self._names(name, task)))})")

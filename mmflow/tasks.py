@@ -10,8 +10,9 @@ stream's exact rate, so the same seconds select the same moment in every stream.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 
@@ -69,11 +70,35 @@ class TaskPreset:
             return "absent"
         return "generate"
 
+    def codec_role(self, stream: str) -> str:
+        """The role a stream's codec sees: ``role``, with ``edit`` for a generated stream of an editable task
+        (generated inside the spans, kept elsewhere, so its current values are an input)."""
+        role = self.role(stream)
+        return "edit" if role == "generate" and self.editable else role
+
     def check_streams(self, streams: Sequence[str]) -> None:
         """Refuse a task that names streams the model lacks."""
         unknown = sorted((set(self.generate) | set(self.given) | set(self.absent)) - set(streams))
         if unknown:
             raise ValueError(f"task {self.name!r} names stream(s) {unknown} that this model lacks; it has {list(streams)}")
+
+
+def declared_inputs(task: TaskPreset, streams: Sequence[str], codec_of: Callable[[str], Any]) -> tuple[TaskInput, ...]:
+    """Every user input of ``task`` on a model with ``streams``: the task's own, then what each present stream's
+    codec (``codec_of(stream)``, anything with ``inputs(role)``) reads in its role; one entry per name, required
+    when any says so."""
+    merged: dict[str, TaskInput] = {item.name: item for item in task.inputs}
+    for stream in streams:
+        role = task.codec_role(stream)
+        if role == "absent":
+            continue
+        for item in codec_of(stream).inputs(role):
+            known = merged.get(item.name)
+            if known is None:
+                merged[item.name] = item
+            elif item.required and not known.required:
+                merged[item.name] = TaskInput(known.name, known.description, True)
+    return tuple(merged.values())
 
 
 def span_frames(spec: StreamSpec, start: float, end: float) -> tuple[int, int]:

@@ -64,5 +64,9 @@ def test_cli_lists_plugins(capsys):
     assert cli_main(["tasks"]) == 0
     out = capsys.readouterr().out
     assert "gesture_from_signal" in out and "toy_gesture" in out
+    # every task with its roles and its declared inputs; a long name does not run into the next column
+    assert "glow_from_beat_and_pose  [tri_stream]" in out or "tri_stream" not in out
+    assert "    signal: the signal stream, an array (frames, 1) at 50 frames/s" in out
+    assert "tts  [jamflow]" in out and "absent: motion" in out and "    text: text to say" in out
     assert cli_main(["demo", "no_such_demo"]) == 2
     assert "no demo named 'no_such_demo'" in capsys.readouterr().err

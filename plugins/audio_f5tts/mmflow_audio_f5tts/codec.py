@@ -59,8 +59,11 @@ class F5AudioCodec:
         return tokenizer
 
     @property
-    def aligned(self) -> bool:
-        """True when the model's audio backbone takes one text token per mel frame (phoneme-aligned text)."""
+    def aligned(self) -> bool | None:
+        """True when the model's audio backbone takes one text token per mel frame (phoneme-aligned text); None
+        when the codec describes the stream without a model."""
+        if self.pipeline is None:
+            return None
         backbone = self.pipeline.transformer.backbones[self.spec.name]
         return getattr(backbone, "text_conditioning", "filler") == "aligned"
 
@@ -72,10 +75,11 @@ class F5AudioCodec:
         if role == "edit":
             return (TaskInput("audio", f"the speech to edit, {audio}", required=True),
                     TaskInput("text", "the transcript of the whole result", required=True))
+        needs_reference = {True: "", False: " (this model needs one)", None: " (models with F5-TTS's filler text "
+                                                                            "need one)"}[self.aligned]
         return (
             TaskInput("text", "text to say", required=True),
-            TaskInput("ref_audio", "reference voice, a 3-12 s clip" + ("" if self.aligned else " (this model needs "
-                                                                          "one)"), required=not self.aligned),
+            TaskInput("ref_audio", f"reference voice, a 3-12 s clip{needs_reference}", required=self.aligned is False),
             TaskInput("ref_text", "transcript of ref_audio"),
             TaskInput("speed", f"speaking-rate factor, {SPEED.describe()} (default 1.0)"),
         )

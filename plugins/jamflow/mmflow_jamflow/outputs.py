@@ -10,6 +10,8 @@ from pathlib import Path
 import numpy as np
 from diffusers.utils import BaseOutput
 
+from mmflow_motion_liveportrait.plugin import MOTION
+
 from mmflow.io import check_replaceable_file, writable_folder
 
 logger = logging.getLogger(__name__)
@@ -28,7 +30,7 @@ class JAMFlowOutput(BaseOutput):
     videos: list[np.ndarray] | None
     mels: list[np.ndarray] | None
     sample_rate: int = 24_000
-    fps: int = 25
+    fps: float = float(MOTION.frame_rate)
 
     def __len__(self) -> int:  # BaseOutput is an OrderedDict; the number of prompts reads better here
         return len(next(v for v in (self.audios, self.motions, self.videos) if v is not None))

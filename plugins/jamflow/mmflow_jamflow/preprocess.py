@@ -75,7 +75,7 @@ METADATA_FILE = "metadata.csv"
 WORK_DIR = ".work"
 SHARD_VERSION = 1
 """Bump when what a clip shard holds changes, so old shards are recomputed instead of misread."""
-MOTION_FPS = 25.0
+MOTION_FPS = float(MOTION.frame_rate)  # the motion stream's rate (its registered spec)
 PROBE_MARGIN_SECONDS = 1.0
 """A container may be this much longer than ``max_seconds`` before it is rejected undecoded (audio and video are
 trimmed to the shorter one, so the kept duration can be shorter than the container's)."""
