@@ -9,6 +9,9 @@ Shape letters: ``b`` batch, ``n`` frames, ``c`` channels, ``k`` condition channe
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Any, Protocol, runtime_checkable
+
 import torch
 from torch import nn
 
@@ -17,15 +20,73 @@ from .positions import RotaryEmbedding
 from .streams import StreamBatch
 
 
+@runtime_checkable
+class BlockProtocol(Protocol):
+    """One transformer block as ``MMDiT`` drives it: the block computes its attention inputs, ``MMDiT`` runs the
+    attention (alone or jointly with other streams, under the mask policy), the block finishes the layer."""
+
+    def attention_inputs(self, x: torch.Tensor, c: torch.Tensor) -> tuple[tuple[torch.Tensor, ...], Any]:
+        """Tokens ``(b, n, D)`` and conditioning ``(b, D)`` → ``(q, k, v)`` each ``(b, heads, n, dim_head)``
+        (rotary is applied by ``MMDiT``) and whatever ``finish`` needs again (e.g. AdaLN modulation)."""
+
+    def finish(self, x: torch.Tensor, attended: torch.Tensor, modulation: Any,
+               valid: torch.Tensor | None = None) -> torch.Tensor:
+        """The layer's output tokens from its input ``x``, the attention output ``(b, heads, n, dim_head)`` and
+        ``modulation``; ``valid`` ``(b, n)`` marks real frames (None: no padding)."""
+
+
+@runtime_checkable
+class BackboneProtocol(Protocol):
+    """What ``MMDiT`` needs of a stream backbone (``StreamBackbone`` is a convenient base that provides it).
+
+    Built as ``cls(channels=..., cond_channels=..., **backbone_config)``. Each forward pass calls ``prepare``
+    once per sampling (step-invariant work), ``embed`` once per model call, then the blocks step by step, then
+    ``output``. ``drop`` ``(b,)`` bool marks samples whose conditions (inpainting context, per-frame condition,
+    extras such as text) must be hidden, as in the unconditional pass of classifier-free guidance.
+    """
+
+    transformer_blocks: Sequence[BlockProtocol]
+    rotary_embed: RotaryEmbedding
+    heads: int
+    dim_head: int
+    rope_heads: int | None
+
+    @property
+    def depth(self) -> int:
+        """Number of blocks."""
+
+    def prepare(self, batch: StreamBatch, drop: torch.Tensor) -> Any:
+        """Features that depend on neither the noisy input nor the time (None when there are none)."""
+
+    def embed(self, x_t: torch.Tensor, t: torch.Tensor, batch: StreamBatch, drop: torch.Tensor,
+              prepared: Any = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Noisy latent ``(b, n, c)`` and time ``(b,)`` → tokens ``(b, n, D)`` and the conditioning ``(b, D)``;
+        ``prepared`` is what ``prepare`` returned for this batch and ``drop``."""
+
+    def output(self, h: torch.Tensor, c: torch.Tensor, batch: StreamBatch) -> torch.Tensor:
+        """Final tokens → velocity ``(b, n, c)``."""
+
+
+def protocol_problems(backbone: object) -> list[str]:
+    """The members of ``BackboneProtocol`` (and of its blocks' ``BlockProtocol``) that ``backbone`` lacks."""
+    missing = [name for name in ("transformer_blocks", "rotary_embed", "heads", "dim_head", "rope_heads", "depth",
+                                 "prepare", "embed", "output") if not hasattr(backbone, name)]
+    for i, block in enumerate(getattr(backbone, "transformer_blocks", ())):
+        missing += [f"transformer_blocks[{i}].{name}" for name in ("attention_inputs", "finish")
+                    if not hasattr(block, name)]
+    return missing
+
+
 class StreamBackbone(nn.Module):
     """Base class of stream backbones.
 
-    Subclasses set ``transformer_blocks`` (an ``nn.ModuleList`` of ``DiTBlock``), ``rotary_embed``,
-    ``heads``, ``dim_head`` and ``rope_heads`` (None: rotary on all heads; k: on the first k), and implement:
+    Subclasses set ``transformer_blocks`` (an ``nn.ModuleList`` of blocks following ``BlockProtocol``, e.g.
+    ``DiTBlock``), ``rotary_embed``, ``heads``, ``dim_head`` and ``rope_heads`` (None: rotary on all heads; k: on
+    the first k), and implement (``BackboneProtocol`` states the contract):
 
-    - ``embed(x_t, t, batch, drop)`` → ``(h, c)``: tokens ``(b, n, D)`` and the conditioning vector ``(b, D)``
-      fed to every AdaLN. ``drop`` ``(b,)`` bool marks samples whose conditions (inpainting context and
-      stream conditions) must be hidden, as for the unconditional pass of classifier-free guidance.
+    - ``embed(x_t, t, batch, drop, prepared=None)`` → ``(h, c)``: tokens ``(b, n, D)`` and the conditioning
+      vector ``(b, D)`` fed to every AdaLN. ``drop`` ``(b,)`` bool marks samples whose conditions (inpainting
+      context and stream conditions) must be hidden, as for the unconditional pass of classifier-free guidance.
     - ``output(h, c, batch)`` → velocity ``(b, n, c)``.
     - optionally ``prepare(batch, drop)`` → step-invariant features (e.g. encoded text) that ``embed`` receives
       as ``prepared``; a sampler computes them once and passes them to every step, so no backbone keeps a cache.

@@ -1,10 +1,15 @@
-"""Test utilities for mmflow and its plugins: tiny two-stream models, batches, random weights."""
+"""Test utilities for mmflow and its plugins: tiny models of any number of streams, batches, random weights, and
+``BackboneConformance``, the checks a third-party backbone should pass (mix it into a pytest class)."""
 
 from __future__ import annotations
+
+from collections.abc import Mapping
+from fractions import Fraction
 
 import torch
 
 from mmflow import MMDiT, StreamBatch
+from mmflow.backbone import BackboneProtocol, BlockProtocol
 
 
 def tiny_config(schedule="half", depth_a=4, depth_b=4, policy="jamflow", backend="auto", mask_padding=True):
@@ -54,3 +59,115 @@ def tiny_batches(batch=2, seconds=(1.0, 0.6), given_fraction=0.3, seed=0) -> dic
         cond = torch.randn(batch, n, 1, generator=g) if name == "slow" else None
         out[name] = StreamBatch.from_lengths(latent, lengths, given=given, cond=cond)
     return out
+
+
+TINY_BACKBONE = {"dim": 32, "depth": 2, "heads": 2, "dim_head": 16, "ff_mult": 2, "conv_pos_kernel": 5,
+                 "conv_pos_groups": 4}
+
+
+def streams_config(rates: Mapping[str, float | str], channels: Mapping[str, int] | None = None,
+                   backbone: Mapping | None = None, schedule="half", mask_policy: dict | None = None) -> dict:
+    """An ``MMDiT`` config of tiny ``dit`` streams, one per entry of ``rates`` (name → frames/s), in that order.
+
+    ``channels`` defaults to 1 per stream; all streams share ``backbone`` (so they can attend jointly).
+    """
+    channels = dict(channels or {})
+    return {
+        "streams": {
+            name: {"frame_rate": str(Fraction(rate).limit_denominator(10_000)), "channels": channels.get(name, 1),
+                   "backbone": "dit", "backbone_config": dict(backbone or TINY_BACKBONE)}
+            for name, rate in rates.items()
+        },
+        "joint_schedule": schedule,
+        "mask_policy": mask_policy,
+    }
+
+
+def random_batches(model: MMDiT, seconds=(1.0, 0.6), given_fraction=0.3, seed=0) -> dict[str, StreamBatch]:
+    """Random clips of the given durations for every stream of ``model`` (padded to the longest), the first
+    ``given_fraction`` of each given, per-frame conditions where a stream takes them."""
+    g = torch.Generator().manual_seed(seed)
+    out = {}
+    for name, spec in model.specs.items():
+        lengths = [max(1, spec.num_frames(s)) for s in seconds]
+        n = max(lengths)
+        latent = torch.randn(len(seconds), n, spec.channels, generator=g)
+        given = torch.arange(n)[None, :] < torch.tensor([round(given_fraction * n_) for n_ in lengths])[:, None]
+        cond = torch.randn(len(seconds), n, spec.cond_channels, generator=g) if spec.cond_channels else None
+        out[name] = StreamBatch.from_lengths(latent, lengths, given=given, cond=cond)
+    return out
+
+
+class BackboneConformance:
+    """Checks every stream backbone should pass; mix into a pytest class and set the class attributes.
+
+    ``backbone``: the registered backbone name; ``backbone_config``: its tiny config; ``stream``: the stream's
+    ``{"frame_rate", "channels", "cond_channels"}``. Override ``batches(model)`` when the backbone needs extras
+    (e.g. text ids). The checks: the protocol, output shapes, ``prepare`` giving the same result as computing
+    without it, ``drop`` hiding the conditions, and, next to a generic ``dit`` stream in a joint ``MMDiT``,
+    sampling that keeps given frames exactly.
+    """
+
+    backbone: str = "dit"
+    backbone_config: dict = TINY_BACKBONE
+    stream: dict = {"frame_rate": "25", "channels": 2, "cond_channels": 0}
+
+    def model(self, seed: int = 0) -> MMDiT:
+        torch.manual_seed(seed)
+        partner = {"frame_rate": "50", "channels": 1, "backbone": "dit",
+                   "backbone_config": {**TINY_BACKBONE, "heads": self.backbone_config.get("heads", 2),
+                                       "dim_head": self.backbone_config.get("dim_head", 16)}}
+        config = {"streams": {"subject": {**self.stream, "backbone": self.backbone,
+                                          "backbone_config": dict(self.backbone_config)},
+                              "partner": partner}, "joint_schedule": "half"}
+        return randomize(MMDiT(**config))
+
+    def batches(self, model: MMDiT) -> dict[str, StreamBatch]:
+        return random_batches(model)
+
+    def test_follows_the_backbone_protocol(self):
+        backbone = self.model().backbones["subject"]
+        assert isinstance(backbone, BackboneProtocol)
+        assert all(isinstance(block, BlockProtocol) for block in backbone.transformer_blocks)
+        assert backbone.depth == len(backbone.transformer_blocks) >= 1
+
+    def test_velocity_has_the_latent_shape(self):
+        model = self.model()
+        batches = self.batches(model)
+        x = {n: torch.randn_like(b.latent) for n, b in batches.items()}
+        out = model(x, torch.full((2,), 0.3), batches)
+        assert {n: v.shape for n, v in out.items()} == {n: b.latent.shape for n, b in batches.items()}
+        assert all(torch.isfinite(v).all() for v in out.values())
+
+    def test_prepare_is_only_a_cache(self):
+        model = self.model()
+        batches = self.batches(model)
+        x = {n: torch.randn_like(b.latent) for n, b in batches.items()}
+        plan = model.plan(batches)
+        torch.testing.assert_close(model(x, torch.full((2,), 0.3), batches, plan=plan),
+                                   model(x, torch.full((2,), 0.3), batches))
+
+    def test_drop_hides_the_conditions(self):
+        model = self.model()
+        batches = self.batches(model)
+        x = {n: torch.randn_like(b.latent) for n, b in batches.items()}
+        t = torch.full((2,), 0.3)
+        changed = dict(batches)
+        subject = batches["subject"]
+        changed["subject"] = subject.replace(latent=subject.latent + 1.0,
+                                             cond=None if subject.cond is None else subject.cond + 1.0)
+        drop = {"subject": torch.ones(2, dtype=torch.bool), "partner": torch.zeros(2, dtype=torch.bool)}
+        hidden = model(x, t, batches, drop=drop, joint_view=False)["subject"]
+        torch.testing.assert_close(hidden, model(x, t, changed, drop=drop, joint_view=False)["subject"])
+        assert not torch.allclose(model(x, t, batches, joint_view=False)["subject"],
+                                  model(x, t, changed, joint_view=False)["subject"])
+
+    def test_sampling_keeps_given_frames(self):
+        from mmflow import generate
+
+        model = self.model()
+        batches = self.batches(model)
+        out = generate(model, batches, steps=2, seeds=[0, 1])
+        for name, batch in batches.items():
+            keep = batch.given & batch.valid
+            torch.testing.assert_close(out[name][keep], batch.latent[keep], rtol=0, atol=0)

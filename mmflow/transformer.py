@@ -25,6 +25,7 @@ from diffusers.configuration_utils import ConfigMixin, register_to_config
 from torch import nn
 
 from .attention import attend, check_backend_name
+from .backbone import protocol_problems
 from .masks import AttentionMask, MaskPolicy, StreamSegment, build_attention_mask
 from .plugins import get_registry
 from .positions import apply_rotary, rotary_table, stream_positions
@@ -177,6 +178,10 @@ class MMDiT(ModelMixin, ConfigMixin):
                 )
             except TypeError as error:
                 raise ValueError(f"bad backbone_config for stream {name!r} ({cls.__name__}): {error}") from error
+            missing = protocol_problems(backbones[name])
+            if missing:
+                raise TypeError(f"backbone {cls.__name__} of stream {name!r} lacks {missing} of "
+                                f"mmflow.backbone.BackboneProtocol (docs/plugins.md)")
         self.backbones = nn.ModuleDict(backbones)
         self.stream_names = list(self.specs)
         depths = [backbone.depth for backbone in self.backbones.values()]
