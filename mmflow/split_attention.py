@@ -303,8 +303,11 @@ def _gather_part(q, k, v, index: torch.Tensor, valid: torch.Tensor):
         keys = torch.gather(k, 2, flat.expand(b, h, -1, d)).view(b, h, n, width, d)
         values = torch.gather(v, 2, flat.expand(b, h, -1, v.shape[-1])).view(b, h, n, width, -1)
     compute = torch.promote_types(q.dtype, torch.float32)
-    scores = torch.einsum("bhnd,bhned->bhne", q.to(compute), keys.to(compute)) * d**-0.5
     valid = valid[:, None]
+    if width == 1:  # one key per row (a frame's same-time partner): softmax over one key is that key
+        score = torch.einsum("bhnd,bhnd->bhn", q.to(compute), keys[..., 0, :].to(compute)) * d**-0.5
+        return values[..., 0, :], score.masked_fill(~valid[..., 0], float("-inf"))
+    scores = torch.einsum("bhnd,bhned->bhne", q.to(compute), keys.to(compute)) * d**-0.5
     scores = scores.masked_fill(~valid, torch.finfo(compute).min)  # finite: no NaN gradients on empty rows
     lse = torch.logsumexp(scores, dim=-1)
     weights = torch.exp(scores - lse[..., None]) * valid
@@ -315,10 +318,8 @@ def _merge(parts) -> torch.Tensor:
     """Two parts' ``(o, lse)`` merged into the attention over both key sets (in float32 at least)."""
     (o1, l1), (o2, l2) = parts
     compute = torch.promote_types(o1.dtype, torch.float32)
-    l1, l2 = l1.to(compute), l2.to(compute)
-    total = torch.logaddexp(l1, l2)
-    w1, w2 = torch.exp(l1 - total)[..., None], torch.exp(l2 - total)[..., None]
-    return o1.to(compute) * w1 + o2.to(compute).nan_to_num(0.0) * w2
+    share = torch.sigmoid(l2.to(compute) - l1.to(compute))  # part 2's share of the softmax mass: Z2 / (Z1 + Z2)
+    return torch.lerp(o1.to(compute), o2.to(compute), share[..., None])
 
 
 def _keys(t: torch.Tensor, ranges) -> torch.Tensor:
