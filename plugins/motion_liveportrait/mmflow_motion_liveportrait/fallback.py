@@ -51,8 +51,8 @@ from .render import (
 logger = logging.getLogger(__name__)
 
 # Expression units → crop pixels at 512² for brows and gaze (heuristic: the corpus's brow drift of ±0.002 moves
-# the brows by ±2 px, its gaze wander of ±0.001 the irises by ±1.5 px).
-BROW_PIXELS_PER_UNIT = 1000.0
+# the brows by ±5 px, a visible lift; its gaze wander of ±0.001 the irises by ±1.5 px).
+BROW_PIXELS_PER_UNIT = 2500.0
 GAZE_PIXELS_PER_UNIT = 1500.0
 TURN_DEPTH = 0.3  # pseudo-3-D turn: the inner face moves by TURN_DEPTH × face width × sin(angle)
 ROUND_NARROWING, SPREAD_WIDENING = 0.25, 0.12  # horizontal lip scale change per unit of rounding / spread

@@ -1,5 +1,5 @@
 """The weights-free renderer checked by measurement: dlib's 68 landmarks, fitted on the rendered frames, follow
-the motion it was given (eyelids, mouth, head pose), and a half-open mouth has no thin dark line."""
+the motion it was given (eyelids, brows, mouth, head pose), and a half-open mouth has no thin dark line."""
 
 import numpy as np
 import pytest
@@ -36,6 +36,9 @@ def test_eyes_blink_and_the_mouth_speaks_as_measured_by_dlib(renderer):
     assert eye_aspect[closure > 0.9].max() < 0.6 * np.median(eye_aspect)
     mouth = extract.mouth_opening_from_landmarks(landmarks)
     assert np.corrcoef(mouth, opening)[0, 1] > 0.9  # lip sync kept while the rest of the face moves
+    # Brows: their height above the eye corners follows the brow raise (a ±1 px motion in this small face).
+    brow_height = landmarks[:, [36, 39, 42, 45], 1].mean(axis=1) - landmarks[:, 17:27, 1].mean(axis=1)
+    assert np.corrcoef(brow_height, renderer.controls(exp)["brow"])[0, 1] > 0.6
 
 
 def eye_line(landmarks: np.ndarray) -> tuple[float, float, np.ndarray]:
