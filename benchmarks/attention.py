@@ -117,7 +117,8 @@ def bench_clip(seconds: float, args, device, dtype, variants) -> dict:
     row["whole_block_share"] = round(whole_share(mask), 4)
     row["auto_picks"] = auto_backend(mask, device, dtype)
     with torch.no_grad():
-        calls = {name: (lambda name=name: attend(q, k, v, None if name == REFERENCE else mask, name)) for name in variants}
+        calls = {name: (lambda name=name: attend(q, k, v, None if name == REFERENCE else mask, name))
+                 for name in variants}
         row.update({f"{name}_ms": ms for name, ms in round_robin(calls, device, args.repeats, args.warmup).items()})
         dense_out = attend(q, k, v, mask, "sdpa_masked")
         for name in variants:
@@ -138,7 +139,7 @@ def bench_clip(seconds: float, args, device, dtype, variants) -> dict:
         calls = {name: (lambda name=name: step(name)) for name in backward}
         for name, ms in round_robin(calls, device, args.repeats, args.warmup).items():
             row[f"{name}_fwd_bwd_ms"] = ms
-            row[f"{name}_fwd_bwd_ratio"] = ms / row[f"{REFERENCE}_fwd_bwd_ms"] if f"{REFERENCE}_fwd_bwd_ms" in row else None
+            row[f"{name}_fwd_bwd_ratio"] = ms / row[f"{REFERENCE}_fwd_bwd_ms"]  # the reference is timed first
         dense_grads = step("sdpa_masked")
         if "split" in backward:
             split_grads = step("split")
@@ -164,7 +165,8 @@ def main(argv=None) -> int:
                         help="include FlexAttention (default: on CUDA only; eager Flex on CPU is slow)")
     parser.add_argument("--compile-flex-cpu", action="store_true", help="compile FlexAttention on CPU too")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
-    parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/attention-<device>[-<dtype>].json)")
+    parser.add_argument("--out", default=None,
+                        help="JSON path (default benchmarks/results/attention-<device>[-<dtype>].json)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     device = torch.device(args.device)

@@ -151,7 +151,8 @@ def auto_backend(mask: AttentionMask | None, device: torch.device | str, dtype: 
     if mask is None or mask.is_full:
         return "sdpa"
     joint = len(mask.segments) > 1  # one stream with padding: the dense path's broadcast key mask is enough
-    if torch.device(device).type == "cuda" and dtype in SPLIT_DTYPES and joint and _whole_share(mask) >= AUTO_SPLIT_MIN_DENSE:
+    cuda = torch.device(device).type == "cuda"
+    if cuda and dtype in SPLIT_DTYPES and joint and _whole_share(mask) >= AUTO_SPLIT_MIN_DENSE:
         return "split"
     return "sdpa_masked"
 

@@ -45,10 +45,11 @@ PADDING_SCORE = -1.0e4  # added to a padding key's score: exp() of it is exactly
 class RowBlock:
     """How the queries of one stream that sees some key streams whole (rows ``start:stop``) are attended.
 
-    ``whole`` is the key range they all see unmasked, with ``whole_valid`` ``(b, n)`` marking its real keys when some are padding. ``rest`` are
-    the other key ranges (``None``: the rows see none of them), ``rest_mask`` ``(b or 1, 1, rows, keys)``
-    which of those keys each row sees (``None``: all) and ``rest_any`` whether a row sees any. When every row
-    sees at most ``GATHER_MAX_KEYS`` of them, ``gather``/``gather_valid`` ``(b or 1, rows, E)`` list them.
+    ``whole`` is the key range they all see unmasked, with ``whole_valid`` ``(b, n)`` marking its real keys
+    when some are padding. ``rest`` are the other key ranges (``None``: the rows see none of them),
+    ``rest_mask`` ``(b or 1, 1, rows, keys)`` which of those keys each row sees (``None``: all) and
+    ``rest_any`` whether a row sees any. When every row sees at most ``GATHER_MAX_KEYS`` of them,
+    ``gather``/``gather_valid`` ``(b or 1, rows, E)`` list them.
     """
 
     start: int
@@ -251,7 +252,8 @@ _cuda_flash_ok = [True]
 def whole_block_kernel(device: torch.device | str, dtype: torch.dtype, grad: bool) -> str:
     """Which kernel attends the whole blocks for this device, dtype and autograd mode (for benchmarks)."""
     device = torch.device(device)
-    fused = device.type == "cpu" or (device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and _cuda_flash_ok[0])
+    cuda_flash = device.type == "cuda" and dtype in (torch.float16, torch.bfloat16) and _cuda_flash_ok[0]
+    fused = device.type == "cpu" or cuda_flash
     return "fused kernel with log-sum-exp" if fused and not grad else "public SDPA with a sink key"
 
 

@@ -8,7 +8,16 @@ import torch
 
 from mmflow import split_attention as split_module
 from mmflow.attention import AttentionBackendError, attend, auto_backend, naive_attention
-from mmflow.masks import Blocked, Full, LocalWindow, MaskPolicy, SameTime, StreamSegment, build_attention_mask, local_global_policy
+from mmflow.masks import (
+    Blocked,
+    Full,
+    LocalWindow,
+    MaskPolicy,
+    SameTime,
+    StreamSegment,
+    build_attention_mask,
+    local_global_policy,
+)
 from mmflow.split_attention import split_plan, whole_share
 
 AUDIO_RATE, MOTION_RATE = Fraction(375, 4), Fraction(25)
@@ -34,8 +43,8 @@ VIEWS = torch.tensor([[True, True], [True, False], [False, True]])  # per sample
 
 def qkv(batch, n, dtype=torch.float64, heads=2, dim=16, seed=0, std=1.0):
     generator = torch.Generator().manual_seed(seed)
-    return [(torch.randn(batch, heads, n, dim, generator=generator, dtype=torch.float64) * std).to(dtype).requires_grad_()
-            for _ in range(3)]
+    shape = (batch, heads, n, dim)
+    return [(torch.randn(shape, generator=generator, dtype=torch.float64) * std).to(dtype).requires_grad_() for _ in range(3)]
 
 
 def forward_backward(q, k, v, mask, backend):
@@ -150,8 +159,7 @@ def test_auto_picks_split_on_cuda_only_and_keeps_cpu_bit_for_bit():
     assert auto_backend(mask, "cuda", torch.bfloat16) == "split"
     assert auto_backend(mask, "cuda", torch.float16) == "sdpa_masked"
     assert auto_backend(None, "cuda", torch.bfloat16) == "sdpa"
-    motion_only = build_attention_mask(local_global_policy("audio", "motion", "0.1"),
-                                       [StreamSegment("audio", AUDIO_RATE, 0, 4), StreamSegment("motion", MOTION_RATE, 4, 40)])
+    motion_only = jam_mask(n_audio=4, n_motion=40, window="0.1")
     assert auto_backend(motion_only, "cuda", torch.bfloat16) == "sdpa_masked"  # little to gain: most pairs masked
     valid = torch.ones(2, 30, dtype=torch.bool)
     valid[1, 20:] = False
@@ -175,7 +183,8 @@ def test_a_model_gives_the_same_velocities_with_split():
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 def test_split_matches_dense_on_cuda(dtype):
-    mask = jam_mask(n_audio=937, n_motion=250, window="0.25", key_valid=padded(2, 937, 250).cuda(), joint_view=VIEWS[:2].cuda())
+    valid, views = padded(2, 937, 250).cuda(), VIEWS[:2].cuda()
+    mask = jam_mask(n_audio=937, n_motion=250, window="0.25", key_valid=valid, joint_view=views)
     q, k, v = (t.detach().cuda().to(dtype).requires_grad_() for t in qkv(2, mask.size, heads=4, dim=64))
     reference = forward_backward(q, k, v, mask, "sdpa_masked")
     split = forward_backward(q, k, v, mask, "split")
