@@ -74,7 +74,7 @@ TARGETS = {
     "long_form": Target(".", "mmflow", "mmflow/long_form.py", ("tests/test_long_form.py", "tests/test_long_form_values.py")),
     "ema": Target(".", "mmflow", "mmflow/training/ema.py", ("tests/test_maths_pinned.py", "tests/test_ema_values.py")),
     "mel": Target(AUDIO, "mmflow_audio_f5tts", "mmflow_audio_f5tts/mel.py", ("tests/test_audio_mel.py", "tests/test_mel_values.py")),
-    "text": Target(AUDIO, "mmflow_audio_f5tts", "mmflow_audio_f5tts/text.py", ("tests/test_audio_text.py",)),
+    "text": Target(AUDIO, "mmflow_audio_f5tts", "mmflow_audio_f5tts/text.py", ("tests/test_audio_text.py", "tests/test_text_values.py")),
     "keypoints": Target(MOTION, "mmflow_motion_liveportrait", "mmflow_motion_liveportrait/keypoints.py",
                         ("tests/test_lp_keypoints.py",)),
     # last: other work on the trainer may change this module while the study runs
