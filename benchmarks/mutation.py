@@ -76,7 +76,7 @@ TARGETS = {
     "mel": Target(AUDIO, "mmflow_audio_f5tts", "mmflow_audio_f5tts/mel.py", ("tests/test_audio_mel.py", "tests/test_mel_values.py")),
     "text": Target(AUDIO, "mmflow_audio_f5tts", "mmflow_audio_f5tts/text.py", ("tests/test_audio_text.py", "tests/test_text_values.py")),
     "keypoints": Target(MOTION, "mmflow_motion_liveportrait", "mmflow_motion_liveportrait/keypoints.py",
-                        ("tests/test_lp_keypoints.py",)),
+                        ("tests/test_lp_keypoints.py", "tests/test_keypoints_values.py")),
     # last: other work on the trainer may change this module while the study runs
     "checkpoint": Target(".", "mmflow", "mmflow/training/checkpoint.py", ("tests/test_checkpoint_values.py",)),
 }
