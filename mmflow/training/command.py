@@ -31,7 +31,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--resume", default="auto",
                         help="'auto' (newest checkpoint in output_dir, if any), 'none', or a checkpoint folder")
     parser.add_argument("--max-seconds", type=float, default=30.0,
-                        help="longest window the exported pipeline samples at once (default 30)")
+                        help="longest window the exported pipeline samples at once (default 30, range 1-120)")
 
 
 def config_overrides(args: argparse.Namespace, data: dict) -> dict:
@@ -57,8 +57,10 @@ def run(args: argparse.Namespace) -> int:
     from . import CheckpointError, ConfigError, Trainer, TrainingConfig, build_dataset, build_model
     from .config import read_yaml_mapping
 
-    if args.max_seconds is not None and not 0 < args.max_seconds <= 3600:
-        raise ValueError(f"--max-seconds must lie in (0, 3600], got {args.max_seconds}")
+    from ..validation import WINDOW
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    WINDOW.check("--max-seconds (the exported pipeline's window)", args.max_seconds)
     try:
         data = read_yaml_mapping(args.config, "training config")
         config = TrainingConfig.from_yaml(args.config, config_overrides(args, data))
