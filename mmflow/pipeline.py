@@ -253,17 +253,14 @@ class MMFlowPipeline(DiffusionPipeline):
         return seeds
 
     def _pieces(self, streams: dict[str, EncodedStream], duration) -> list[dict[str, EncodedStream]]:
-        """A prompt as consecutive pieces: one, unless a codec splits its stream (then the others, which must
-        have no given content, are generated anew in every piece)."""
+        """A prompt as consecutive pieces: one, unless a codec splits its stream (e.g. F5-TTS's sentence chunks)
+        and no other stream has given content that fixes the timeline; the others are generated in every piece."""
+        if any(encoded.content is not None for encoded in streams.values()):
+            return [streams]
         for name, encoded in streams.items():
             split = getattr(self.codec(name), "split", None)
             pieces = split(encoded, duration) if split is not None else [encoded]
             if len(pieces) > 1:
-                fixed = sorted(n for n, e in streams.items() if n != name and e.content is not None)
-                if fixed:
-                    raise InputError(f"stream {name!r} is split into {len(pieces)} pieces, but stream(s) {fixed} "
-                                     f"have given content that cannot follow the split; give a duration or shorter "
-                                     f"inputs")
                 return [{**streams, name: piece} for piece in pieces]
         return [streams]
 
