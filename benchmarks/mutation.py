@@ -69,7 +69,8 @@ TARGETS = {
     "positions": Target(".", "mmflow", "mmflow/positions.py", ("tests/test_positions.py", "tests/test_positions_values.py")),
     "transformer": Target(".", "mmflow", "mmflow/transformer.py", ("tests/test_transformer.py",)),
     "scheduler": Target(".", "mmflow", "mmflow/scheduler.py", (
-        "tests/test_maths_pinned.py", "tests/test_flow_values.py::test_scheduler_puts_its_grid_on_the_requested_device",
+        "tests/test_scheduler.py", "tests/test_maths_pinned.py",
+        "tests/test_flow_values.py::test_scheduler_puts_its_grid_on_the_requested_device",
         "tests/test_flow.py::test_scheduler_component_round_trip_and_sampling")),
     "long_form": Target(".", "mmflow", "mmflow/long_form.py", ("tests/test_long_form.py", "tests/test_long_form_values.py")),
     "ema": Target(".", "mmflow", "mmflow/training/ema.py", ("tests/test_maths_pinned.py", "tests/test_ema_values.py")),
