@@ -254,10 +254,10 @@ def evaluate(args: argparse.Namespace) -> dict[str, Any]:
     import torch
     from mmflow_audio_f5tts.espeak import EspeakEngine
     from mmflow_audio_f5tts.mel import SAMPLE_RATE
+    from mmflow_audio_f5tts.sentences import HELD_OUT_SENTENCES
     from mmflow_audio_f5tts.vocoder import GriffinLimVocoder, load_vocoder
+    from mmflow_jamflow.data.visemes import openness_from_phones
     from mmflow_jamflow.pipeline import JAMFlowPipeline
-    from mmflow_jamflow.sentences import HELD_OUT_SENTENCES
-    from mmflow_jamflow.visemes import openness_from_phones
     from mmflow_motion_liveportrait.plugin import MOTION
     from mmflow_motion_liveportrait.render import mouth_opening_from_expression
     from tqdm.auto import tqdm

@@ -75,7 +75,7 @@ def _normalizer(spec, data_kwargs: dict):
     from mmflow_motion_liveportrait.motion_stream import MotionNormalizer
 
     if spec in (None, "pilot"):
-        from mmflow_jamflow.corpus import pilot_normalizer
+        from mmflow_jamflow.data.corpus import pilot_normalizer
 
         return pilot_normalizer(data_kwargs.get("voices"))
     return MotionNormalizer.from_pretrained(spec)
@@ -121,7 +121,14 @@ def export_pipeline(
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    from mmflow.training import CheckpointError, ConfigError, Trainer, TrainingConfig, build_dataset, build_model
+    from mmflow.training import (
+        CheckpointError,
+        ConfigError,
+        Trainer,
+        TrainingConfig,
+        build_dataset,
+        build_model,
+    )
 
     raw = yaml.safe_load(Path(args.config).read_text()) or {}
     jamflow = raw.pop("jamflow", None)

@@ -77,8 +77,8 @@ def test_every_task_runs_and_keeps_given_streams_exactly(pipe):
 def test_an_absent_stream_is_seen_by_no_other_stream(pipe):
     """With glow absent, pose only depends on beat: whatever glow holds does not change it."""
     from mmflow import generate
-    from mmflow.long_form import batch_tracks
     from mmflow.codecs import TensorCodec
+    from mmflow.long_form import batch_tracks
 
     clip = _clip()
     batches = {}

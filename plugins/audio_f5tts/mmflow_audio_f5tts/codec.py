@@ -30,8 +30,15 @@ from mmflow.long_form import StreamTrack, common_period
 from mmflow.tasks import TaskInput
 from mmflow.validation import Range, check_seconds
 
-from .audio_io import ReferenceAudio, load_reference_audio, load_speech, normalize_rms, require_audible, \
-    restore_rms, write_wav
+from .audio_io import (
+    ReferenceAudio,
+    load_reference_audio,
+    load_speech,
+    normalize_rms,
+    require_audible,
+    restore_rms,
+    write_wav,
+)
 from .backbone import TEXT_KEY
 from .mel import SAMPLE_RATE, MelSpectrogram
 from .text import PAD_ID, filler_frames, prompt_text

@@ -9,7 +9,6 @@ from pathlib import Path
 
 import numpy as np
 from diffusers.utils import BaseOutput
-
 from mmflow_motion_liveportrait.plugin import MOTION
 
 from mmflow.io import check_replaceable_file, writable_folder

@@ -39,6 +39,6 @@ def mmflow_models():
 @hookimpl
 def mmflow_commands():
     from .cli import add_build
-    from .preprocess import add_preprocess
+    from .data.preprocess import add_preprocess
 
     return {"build-jamflow": add_build, "preprocess": add_preprocess}

@@ -16,7 +16,7 @@ pytest.importorskip("dlib", reason="motion extraction tracks the face with dlib-
 pytest.importorskip("espeakng_loader", reason="aligned text conditioning speaks the transcript with espeak-ng")
 
 from mmflow_audio_f5tts.mel import FRAME_RATE  # noqa: E402
-from mmflow_jamflow import preprocess  # noqa: E402
+from mmflow_jamflow.data import preprocess  # noqa: E402
 from mmflow_motion_liveportrait import networks, video  # noqa: E402
 from mmflow_motion_liveportrait.checkpoints import OFFICIAL_CHECKPOINTS  # noqa: E402
 from mmflow_motion_liveportrait.face import demo_portrait_path, load_image  # noqa: E402

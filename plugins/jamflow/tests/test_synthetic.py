@@ -7,7 +7,7 @@ import time
 
 import numpy as np
 import pytest
-from mmflow_jamflow.sentences import (
+from mmflow_audio_f5tts.sentences import (
     HELD_OUT_SENTENCES,
     SentenceGenerator,
     generate_sentences,
@@ -15,7 +15,7 @@ from mmflow_jamflow.sentences import (
     word_count,
     words_of,
 )
-from mmflow_jamflow.visemes import (
+from mmflow_jamflow.data.visemes import (
     EYE_KEYPOINT_INDICES,
     FRAME_RATE,
     INERT_KEYPOINT_INDICES,
@@ -194,7 +194,7 @@ def test_real_speech_mouth_follows_phonemes(espeak):
 
 @pytest.fixture(scope="module")
 def corpus(espeak):
-    from mmflow_jamflow.corpus import build_dataset
+    from mmflow_jamflow.data.corpus import build_dataset
 
     started = time.perf_counter()
     dataset = build_dataset(6, seed=0, min_seconds=1.0, max_seconds=6.0)
@@ -232,7 +232,7 @@ def test_corpus_columns_shapes_and_timing(corpus):
 
 
 def test_corpus_is_deterministic_and_prefix_stable(corpus):
-    from mmflow_jamflow.corpus import build_dataset
+    from mmflow_jamflow.data.corpus import build_dataset
 
     dataset, _ = corpus
     again = build_dataset(2, seed=0, min_seconds=1.0, max_seconds=6.0)
@@ -245,7 +245,7 @@ def test_corpus_is_deterministic_and_prefix_stable(corpus):
 
 def test_normalizer_round_trip(corpus):
     import torch
-    from mmflow_jamflow.corpus import fit_normalizer, pilot_normalizer
+    from mmflow_jamflow.data.corpus import fit_normalizer, pilot_normalizer
 
     dataset, _ = corpus
     row = dataset.with_format("numpy")[0]
@@ -261,7 +261,7 @@ def test_normalizer_round_trip(corpus):
 
 
 def test_corpus_cache_is_reused_and_written_atomically(espeak, tmp_path, monkeypatch):
-    from mmflow_jamflow import corpus as corpus_module
+    from mmflow_jamflow.data import corpus as corpus_module
 
     first = corpus_module.build_dataset(2, seed=3, max_seconds=4.0, cache_dir=tmp_path)
     folders = [p.name for p in tmp_path.iterdir()]
@@ -281,7 +281,7 @@ def test_corpus_cache_is_reused_and_written_atomically(espeak, tmp_path, monkeyp
 
 @pytest.mark.slow
 def test_parallel_workers_build_the_same_rows(corpus):
-    from mmflow_jamflow.corpus import build_dataset
+    from mmflow_jamflow.data.corpus import build_dataset
 
     dataset, _ = corpus
     parallel = build_dataset(4, seed=0, min_seconds=1.0, max_seconds=6.0, num_proc=2)

@@ -1,7 +1,7 @@
 """Named directions in LivePortrait's 21×3 expression space: what a blink, a brow raise, gaze or a lip shape is.
 
 One table serves both sides: the synthetic motion writes these directions (``idle.py`` for the eyes, brows and
-drift; ``mmflow_jamflow.visemes`` for the mouth shapes) and the weights-free renderer reads them back
+drift; ``mmflow_jamflow.data.visemes`` for the mouth shapes) and the weights-free renderer reads them back
 (``render.LandmarkFallbackRenderer``), so the two can never disagree. Entries are ``(keypoint, axis, offset)``
 per unit of the named quantity; axis 0 is x (right), 1 is y (down), 2 is z. The directions and magnitudes are
 heuristics read off LivePortrait's editing sliders and official motion templates (liveportrait.md §3), not fitted.

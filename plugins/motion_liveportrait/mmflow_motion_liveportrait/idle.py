@@ -4,7 +4,7 @@ Why: when a task has no given motion (talking head from text, speech with a port
 conditioned on the non-mouth expression e_rest. All zeros there is the training set's mean face, frozen: nothing
 ever blinks. This module makes what the synthetic corpus's faces do besides speaking (blinks every 2-6 s,
 slow drift, gaze wander, brow movement) from a seed, so the pipeline can condition on it and the corpus
-(``mmflow_jamflow.visemes``) uses the very same generator.
+(``mmflow_jamflow.data.visemes``) uses the very same generator.
 
 Only the non-mouth keypoints move; the mouth keypoints (what the model generates) stay zero.
 """

@@ -43,7 +43,7 @@ def test_bad_arguments_are_refused():
 
 
 def test_the_corpus_faces_are_unchanged_by_the_move():
-    visemes = pytest.importorskip("mmflow_jamflow.visemes")
+    visemes = pytest.importorskip("mmflow_jamflow.data.visemes")
     phones = [("_", 0, 0.3), ("m", 0.3, 0.38), ("A:", 0.38, 0.6), ("u:", 0.6, 0.9), ("s", 0.9, 1.0),
               ("i:", 1.0, 1.3), ("_", 1.3, 9.0)]
     exp = visemes.motion_from_phones(phones, 230, seed=1, speaker=3)

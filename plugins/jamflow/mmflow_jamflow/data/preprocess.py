@@ -491,7 +491,7 @@ def load_clips_dataset(out_dir: str | os.PathLike) -> datasets.Dataset:
     """The dataset :func:`preprocess_clips` wrote (``out_dir`` or its ``dataset/`` folder).
 
     As a trainer data source: ``data: {path: <out>/dataset}``, or
-    ``data: {source: "mmflow_jamflow.preprocess:load_clips_dataset", kwargs: {out_dir: <out>}}``.
+    ``data: {source: "mmflow_jamflow.data.preprocess:load_clips_dataset", kwargs: {out_dir: <out>}}``.
     """
     path = Path(out_dir)
     if not (path / "dataset_info.json").is_file() and (path / "dataset").is_dir():

@@ -1,8 +1,8 @@
 """A synthetic paired speech + facial-motion corpus for JAM-Flow, generated offline and deterministically.
 
 Why: training a small JAM-Flow model needs speech and face motion that agree in time, with no downloads. Each
-clip is a plain sentence (``sentences.py``) spoken by espeak-ng (``mmflow_audio_f5tts.espeak``, which also
-times every phoneme); the phoneme spans drive the mouth of a synthetic LivePortrait expression
+clip is a plain sentence spoken by espeak-ng (``mmflow_audio_f5tts.speech_corpus``; espeak also times every
+phoneme); the phoneme spans drive the mouth of a synthetic LivePortrait expression
 (``visemes.py``), and the rest of the face blinks and drifts from the clip's seed.
 
 Clip ``i`` depends only on ``(seed, i)`` and the other arguments, not on ``num_clips`` or ``num_proc``: a larger
@@ -24,13 +24,11 @@ size and inference can rebuild it; :func:`fit_normalizer` fits one on any corpus
 
 from __future__ import annotations
 
-import dataclasses
 import hashlib
 import json
 import logging
 import multiprocessing
 import os
-import random
 import shutil
 import tempfile
 import time
@@ -44,15 +42,15 @@ from typing import Any
 import datasets
 import numpy as np
 import torch
-from mmflow_audio_f5tts.espeak import VOICES, EspeakEngine, SpokenText, Voice
+from mmflow_audio_f5tts.espeak import VOICES, EspeakEngine, Voice
 from mmflow_audio_f5tts.mel import N_MELS, MelSpectrogram
 from mmflow_audio_f5tts.phonemes import PhonemeVocab, frame_phoneme_ids
+from mmflow_audio_f5tts.speech_corpus import DEFAULT_RATES, CorpusConfig, as_voice, speak_clip
 from mmflow_motion_liveportrait.keypoints import NUM_KEYPOINTS
 from mmflow_motion_liveportrait.motion_stream import MotionNormalizer
 from mmflow_motion_liveportrait.plugin import MOTION
 from tqdm.auto import tqdm
 
-from .sentences import SentenceGenerator
 from .visemes import motion_from_phones, openness_from_phones
 
 logger = logging.getLogger(__name__)
@@ -61,24 +59,13 @@ CORPUS_VERSION = 2
 """Bump when the generated rows change for the same arguments (part of the cache name, with a digest of the
 generating code, so an edited generator never reloads a stale cache)."""
 
-DEFAULT_RATES: tuple[int, ...] = (150, 165, 180)
 PILOT_CLIPS = 48
 _CHUNK = 256  # clips per Arrow table while building (bounds the Python-side memory)
-_MAX_TRIES = 24  # sentences tried per clip to land in [min_seconds, max_seconds]
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Voices and phoneme vocabulary
 # --------------------------------------------------------------------------------------------------------------
-
-
-def _as_voice(voice: Voice | str) -> Voice:
-    if isinstance(voice, Voice):
-        return voice
-    if isinstance(voice, str):
-        known = {v.name: v for v in VOICES}
-        return known.get(voice, Voice(voice))
-    raise TypeError(f"voices must be Voice objects or espeak voice names such as 'en-us+f3', got {voice!r}")
 
 
 def speaker_id(voice: Voice | str) -> int:
@@ -100,68 +87,8 @@ def default_phoneme_vocab() -> PhonemeVocab:
 # --------------------------------------------------------------------------------------------------------------
 
 
-@dataclasses.dataclass(frozen=True)
-class CorpusConfig:
-    """Everything that decides the rows (and so the cache name)."""
-
-    seed: int
-    voices: tuple[Voice, ...]
-    rates: tuple[int, ...] | None
-    min_seconds: float
-    max_seconds: float
-
-    def fingerprint_payload(self) -> dict[str, Any]:
-        return {
-            "version": CORPUS_VERSION,
-            "seed": self.seed,
-            "voices": [dataclasses.asdict(v) for v in self.voices],
-            "rates": list(self.rates) if self.rates else None,
-            "min_seconds": self.min_seconds,
-            "max_seconds": self.max_seconds,
-        }
-
-
 def _clip_seed(seed: int, index: int) -> int:
     return zlib.crc32(f"jamflow-corpus/{seed}/{index}".encode())
-
-
-def _pick_voice(rng: random.Random, config: CorpusConfig) -> Voice:
-    voice = rng.choice(config.voices)
-    if config.rates:
-        voice = dataclasses.replace(voice, rate=rng.choice(config.rates))
-    return voice
-
-
-def _word_range(voice: Voice, config: CorpusConfig) -> tuple[int, int]:
-    """Sentence lengths likely to land in the duration range at this rate (espeak adds ~0.3 s of pauses)."""
-    words_per_second = voice.rate / 60.0
-    high = int(min(20, max(3, (config.max_seconds - 0.3) * words_per_second)))
-    low = int(min(high, max(3, 0.6 * (config.min_seconds - 0.3) * words_per_second)))
-    return low, high
-
-
-def speak_clip(index: int, config: CorpusConfig, engine: EspeakEngine) -> tuple[SpokenText, Voice]:
-    """Clip ``index``'s speech: a sentence and voice drawn from ``(seed, index)``, in the duration range if it
-    can be (the closest of a few tries otherwise, with a warning)."""
-    voice = _pick_voice(random.Random(f"jamflow-corpus-voice/{config.seed}/{index}"), config)
-    text_seed = f"jamflow-corpus-text/{config.seed}/{index}"
-    sentences = iter(SentenceGenerator(text_seed, *_word_range(voice, config)))
-    best: SpokenText | None = None
-    for _ in range(_MAX_TRIES):
-        spoken = engine.synthesize(next(sentences), voice)
-        if config.min_seconds <= spoken.seconds <= config.max_seconds:
-            return spoken, voice
-        if best is None or _miss(spoken.seconds, config) < _miss(best.seconds, config):
-            best = spoken
-    logger.warning(
-        "clip %d: no sentence in [%.1f, %.1f] s after %d tries; using %.2f s",
-        index, config.min_seconds, config.max_seconds, _MAX_TRIES, best.seconds,
-    )
-    return best, voice
-
-
-def _miss(seconds: float, config: CorpusConfig) -> float:
-    return max(config.min_seconds - seconds, seconds - config.max_seconds, 0.0)
 
 
 class _ClipMaker:
@@ -251,7 +178,7 @@ def pilot_normalizer(voices: Sequence[Voice | str] | None = None) -> MotionNorma
 
     Deterministic and independent of any corpus, so training and inference rebuild the same statistics.
     """
-    voices = tuple(_as_voice(v) for v in (voices or VOICES))
+    voices = tuple(as_voice(v) for v in (voices or VOICES))
     normalizer = MotionNormalizer()
     normalizer.load_state_dict(_pilot_stats(voices))
     return normalizer
@@ -295,15 +222,15 @@ def corpus_features(normalizer: MotionNormalizer | None = None) -> datasets.Feat
 
 @lru_cache(maxsize=1)
 def _code_digest() -> str:
-    """Digest of the modules that generate the rows (this one, sentences, visemes, the idle face and expression
-    layout it uses, espeak, phonemes, mel)."""
-    from mmflow_audio_f5tts import espeak, mel, phonemes
+    """Digest of the modules that generate the rows (this one, the speech corpus and its sentences, visemes, the
+    idle face and expression layout it uses, espeak, phonemes, mel)."""
+    from mmflow_audio_f5tts import espeak, mel, phonemes, sentences, speech_corpus
     from mmflow_motion_liveportrait import expression_layout, idle
 
-    from . import sentences, visemes
+    from . import visemes
 
     digest = hashlib.sha256()
-    for module in (sentences, visemes, idle, expression_layout, espeak, phonemes, mel):
+    for module in (speech_corpus, sentences, visemes, idle, expression_layout, espeak, phonemes, mel):
         digest.update(Path(module.__file__).read_bytes())
     digest.update(Path(__file__).read_bytes())
     return digest.hexdigest()[:16]
@@ -331,24 +258,15 @@ def corpus_fingerprint(
     ``num_proc`` do not), so ``corpus_fingerprint(**kwargs)`` names the corpus ``build_dataset(**kwargs)`` makes."""
     if isinstance(normalizer, str | os.PathLike):
         normalizer = MotionNormalizer.from_pretrained(normalizer)
-    config = _config(seed, voices, rates, min_seconds, max_seconds)
+    config = CorpusConfig.build(seed, voices, rates, min_seconds, max_seconds)
     payload = {
+        "version": CORPUS_VERSION,
         **config.fingerprint_payload(),
         "num_clips": num_clips,
         "normalizer": _normalizer_digest(normalizer) if normalizer is not None else "pilot",
         "code": _code_digest(),
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()[:16]
-
-
-def _config(seed, voices, rates, min_seconds, max_seconds) -> CorpusConfig:
-    if not 0 < min_seconds <= max_seconds:
-        raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
-    voices = tuple(_as_voice(v) for v in (voices or VOICES))
-    if not voices:
-        raise ValueError("voices must name at least one espeak voice")
-    return CorpusConfig(int(seed), voices, tuple(int(r) for r in rates) if rates else None,
-                        float(min_seconds), float(max_seconds))
 
 
 def _generate(num_clips: int, config: CorpusConfig, normalizer: MotionNormalizer, num_proc: int) -> datasets.Dataset:
@@ -421,7 +339,7 @@ def build_dataset(
     """
     if num_clips < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
-    config = _config(seed, voices, rates, min_seconds, max_seconds)
+    config = CorpusConfig.build(seed, voices, rates, min_seconds, max_seconds)
     if isinstance(normalizer, str | os.PathLike):
         normalizer = MotionNormalizer.from_pretrained(normalizer)
     given_normalizer = normalizer
@@ -446,7 +364,7 @@ def build_dataset(
         dataset.save_to_disk(str(staging / "dataset"))
         normalizer.save_pretrained(str(staging / "normalizer"))
         default_phoneme_vocab().save(staging / "phonemes.txt")
-        arguments = {**config.fingerprint_payload(), "num_clips": num_clips}
+        arguments = {"version": CORPUS_VERSION, **config.fingerprint_payload(), "num_clips": num_clips}
         (staging / "corpus.json").write_text(json.dumps(arguments, indent=2))
         try:
             os.rename(staging, target)

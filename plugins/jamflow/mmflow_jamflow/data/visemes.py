@@ -41,9 +41,9 @@ from mmflow_motion_liveportrait.expression_layout import (  # noqa: F401  (re-ex
 from mmflow_motion_liveportrait.expression_layout import OPEN as _OPEN_DIRECTIONS
 from mmflow_motion_liveportrait.expression_layout import ROUND as _ROUND_DIRECTIONS
 from mmflow_motion_liveportrait.expression_layout import SPREAD as _SPREAD_DIRECTIONS
-from mmflow_motion_liveportrait.plugin import MOTION
 from mmflow_motion_liveportrait.idle import add_idle_motion, blink_curve, blink_times  # noqa: F401
 from mmflow_motion_liveportrait.keypoints import NUM_KEYPOINTS
+from mmflow_motion_liveportrait.plugin import MOTION
 from mmflow_motion_liveportrait.render import CLOSED_MOUTH_EXP_Y, MOUTH_OPEN_KEYPOINT, OPEN_MOUTH_EXP_SPAN
 
 logger = logging.getLogger(__name__)
