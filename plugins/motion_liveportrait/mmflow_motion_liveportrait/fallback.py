@@ -228,32 +228,39 @@ class LandmarkFallbackRenderer:
         self.mouth_box = self._mouth_box_in_frame(lm, mouth_width)
 
     def _build_lids(self, lm: np.ndarray) -> None:
-        """Per crop column over both eyes: the upper lid's y, the opening to the lower lid and the colour of the
-        lid skin (the band just above the upper lid), for painting closed lids onto the source crop."""
+        """Per crop column over both eyes: the upper lid's y and the opening down to the lower lid (smooth arcs
+        through the six eye landmarks), for lowering the upper lids onto the source crop."""
         size = self.face.size
         xs = np.arange(size, dtype=np.float64)
-        upper_y, opening, skin = np.zeros(size), np.zeros(size), np.zeros((3, size))
-        image = self.face.image.astype(np.float64) / 255
+        upper_y, opening, margin = np.zeros(size), np.zeros(size), np.zeros(size)
         for eye in (range(36, 42), range(42, 48)):
             points = lm[list(eye)]
-            upper = np.interp(xs, *self._sorted(points[[0, 1, 2, 3]]))
-            lower = np.interp(xs, *self._sorted(points[[0, 5, 4, 3]]))
+            upper = np.polyval(np.polyfit(points[[0, 1, 2, 3], 0], points[[0, 1, 2, 3], 1], 2), xs)
+            lower = np.polyval(np.polyfit(points[[0, 5, 4, 3], 0], points[[0, 5, 4, 3], 1], 2), xs)
             low, high = sorted((points[0, 0], points[3, 0]))
             inside = (xs >= low) & (xs <= high)
             height = max(float((lower - upper)[inside].max(initial=0.0)), 2.0)
-            # The lid covers a little more than the fitted opening (landmarks sit on the lid margins).
-            upper_y[inside], opening[inside] = upper[inside] - 1, (lower - upper)[inside] + 2
-            band = slice(max(int(upper[inside].min() - 1.0 * height), 0), max(int(upper[inside].min() - 0.3 * height), 1))
-            columns = slice(int(low), int(high) + 1)
-            colour = np.median(image[band, columns].reshape(-1, 3), axis=0) if image[band, columns].size else 0.7
-            skin[:, inside] = np.asarray(colour).reshape(3, 1) * 0.97
+            # The lid covers a little more than the fitted opening (landmarks sit on the lid margins, the lashes
+            # lie above them), more towards the middle of the eye.
+            upper_y[inside] = upper[inside] - 1
+            opening[inside] = np.maximum(lower - upper, 0.0)[inside] + 2
+            margin[inside] = 1 + 0.3 * height * np.sqrt(np.clip(opening[inside] / (height + 2), 0, 1))
         cols = np.flatnonzero(opening > 0)
-        rows = slice(max(int(upper_y[cols].min()) - 2, 0), min(int((upper_y + opening)[cols].max()) + 4, size))
+        if len(cols) == 0:  # degenerate eye landmarks: nothing to close
+            cols = np.array([0])
+        rows = slice(max(int((upper_y - margin)[cols].min()) - 2, 0), min(int((upper_y + opening)[cols].max()) + 4, size))
         cols = slice(max(cols.min() - 1, 0), min(cols.max() + 2, size))
         self._lid_window = (rows, cols)
         self._lid_rel = _tensor(np.arange(rows.start, rows.stop)[:, None] - upper_y[None, cols])  # h×w
         self._lid_opening = _tensor(opening[cols])  # w
-        self._lid_skin = _tensor(skin[:, cols])[None, :, None, :]  # 1×3×1×w
+        self._lid_margin = _tensor(margin[cols])  # w: how far above the fitted lid the closing lid covers
+        # Lid colour per column: the skin just above the lashes, smoothed sideways (no crease or lash structure).
+        image = self.face.image.astype(np.float64) / 255
+        skin_rows = np.clip(np.round(upper_y - margin - 2), 0, size - 1).astype(int)
+        colour = image[skin_rows, np.arange(size)].T  # 3×S
+        colour = np.stack([_blur(channel, 0.02 * size) for channel in colour * (opening > 0)])
+        colour /= np.maximum(_blur((opening > 0).astype(np.float64), 0.02 * size), 1e-6)
+        self._lid_colour = _tensor(colour[:, cols])[None, :, None, :]  # 1×3×1×w
 
     def _closed_lids(self, closure: torch.Tensor) -> torch.Tensor:
         """The source crop with each frame's upper lids lowered by ``closure`` (``B×1×1``) → ``B×3×S×S``."""
@@ -266,15 +273,11 @@ class LandmarkFallbackRenderer:
         rel = self._lid_rel
         eye = self._lid_opening > 0
         # Soft lid edge; above the fitted lid it covers the source's own upper lashes, as the lid comes down.
-        cover = ((lowered - rel + 1.0) / 2).clamp(0, 1) * ((rel + 1 + 3 * closure) / 2).clamp(0, 1) * eye
+        cover = ((lowered - rel + 1.0) / 2).clamp(0, 1) * ((rel + self._lid_margin * closure) / 2).clamp(0, 1) * eye
         edge = 0.6 * closure * torch.exp(-((rel - lowered) / 1.3) ** 2) * eye
-        # The lid is the skin just above the eye, slid down and stretched: a covered pixel reads the band above.
-        size = self.face.size
-        top = torch.arange(rows.start, rows.stop, dtype=torch.float32).view(1, -1, 1)
-        upper = top - self._lid_rel  # the upper lid's row per column
-        src_rows = (upper - 4 - 0.5 * (lowered - (top - upper)).clamp(min=0)).round().clamp(0, size - 1).long()
-        columns = self._crop[0, :, :, cols].unsqueeze(0).expand(batch, -1, -1, -1)  # B×3×S×w
-        lid = torch.gather(columns, 2, src_rows.unsqueeze(1).expand(-1, 3, -1, -1)) * 0.96
+        # The lid is the skin just above the lashes stretched down (one row per column: no crease or lash
+        # structure comes with it), slightly darker towards its edge.
+        lid = self._lid_colour * (1 - 0.1 * (rel / lowered.clamp(min=1)).clamp(0, 1)).unsqueeze(1)
         window = torch.lerp(source[..., rows, cols], lid, cover.unsqueeze(1))
         source[..., rows, cols] = torch.lerp(window, torch.tensor(LASH_RGB).view(1, 3, 1, 1), edge.unsqueeze(1))
         return source
