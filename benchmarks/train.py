@@ -142,17 +142,16 @@ def main(argv=None) -> int:
         return compare_checkpointing(args)
     logging.basicConfig(level=logging.WARNING)
     data = yaml.safe_load(Path(args.config).read_text())
-    jamflow = data.pop("jamflow", None)
-    data.pop("pipeline", None)
-    if jamflow is not None:  # a recipes/jamflow.py config: build its MMDiT arguments as the recipe does
-        import runpy
-
+    if "jamflow" in data:  # a recipes/jamflow.py config: build its MMDiT arguments as the recipe does
         from mmflow_audio_f5tts.phonemes import PhonemeVocab
+        from mmflow_jamflow.model import jamflow_model_config
+        from mmflow_jamflow.recipe_config import read_sections
 
-        model_config = runpy.run_path(str(ROOT / "recipes" / "jamflow.py"))["model_config"]
-        aligned = isinstance(jamflow.get("audio"), dict) and jamflow["audio"].get("text_conditioning") == "aligned"
+        jamflow, _ = read_sections(data)
+        aligned = isinstance(jamflow.audio, dict) and jamflow.audio.get("text_conditioning") == "aligned"
         vocab_size = len(PhonemeVocab()) if aligned else F5_VOCAB_SIZE
-        data["model"] = {"config": model_config(jamflow, vocab_size)}
+        data["model"] = {"config": jamflow_model_config(jamflow.audio, vocab_size, **jamflow.options())}
+    data.pop("pipeline", None)
     with tempfile.TemporaryDirectory() as out:
         data.update(output_dir=out, total_steps=args.warmup + args.steps, tracker="none",
                     checkpoint={"every": 0}, sampling={"every": 0}, mixed_precision="bf16" if args.bf16 else "no",

@@ -20,13 +20,10 @@ arguments) and ``max_seconds`` (the longest window the model samples at once).
 from __future__ import annotations
 
 import argparse
-import copy
 import logging
 import sys
 import tempfile
 from pathlib import Path
-
-import yaml
 
 logger = logging.getLogger("recipes.jamflow")
 
@@ -81,22 +78,8 @@ def _normalizer(spec, data_kwargs: dict):
     return MotionNormalizer.from_pretrained(spec)
 
 
-def model_config(jamflow: dict, text_num_embeds: int) -> dict:
-    """The MMDiT arguments of a new JAM-Flow from the recipe's ``jamflow`` section."""
-    from mmflow_audio_f5tts.checkpoint import audio_stream_config
-    from mmflow_jamflow.model import jamflow_config
-
-    jamflow = dict(jamflow)
-    audio = jamflow.pop("audio")
-    audio = {"name": audio} if isinstance(audio, str) else dict(audio)  # an F5-TTS architecture name or arguments
-    text_conditioning = audio.pop("text_conditioning", "filler")
-    audio = audio.get("name", audio)
-    stream = audio_stream_config(audio, text_num_embeds, mask_padding=True, text_conditioning=text_conditioning)
-    return jamflow_config(stream, **jamflow)
-
-
 def export_pipeline(
-    model_dir: Path, out: Path, pipeline: dict, tokenizer, normalizer, vocoder=None, renderer=None
+    model_dir: Path, out: Path, pipeline, tokenizer, normalizer, vocoder=None, renderer=None
 ) -> Path:
     """Trained (EMA) transformer + tokenizer + normaliser + scheduler → a ``JAMFlowPipeline`` folder, atomically.
 
@@ -109,9 +92,9 @@ def export_pipeline(
     from mmflow.io import atomic_path
 
     transformer = MMDiT.from_pretrained(model_dir)
-    scheduler = FlowMatchingScheduler(**pipeline.get("scheduler", {}))
+    scheduler = FlowMatchingScheduler(**pipeline.scheduler)
     pipe = JAMFlowPipeline(transformer, scheduler, tokenizer, normalizer, vocoder=vocoder, renderer=renderer,
-                           max_seconds=float(pipeline.get("max_seconds", 30.0)))
+                           max_seconds=pipeline.max_seconds)
     with atomic_path(out) as tmp:
         pipe.save_pretrained(tmp)
     logger.info("exported the JAMFlowPipeline to %s", out)
@@ -121,6 +104,9 @@ def export_pipeline(
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from mmflow_jamflow.model import jamflow_model_config
+    from mmflow_jamflow.recipe_config import JamflowSection, read_sections
+
     from mmflow.training import (
         CheckpointError,
         ConfigError,
@@ -129,10 +115,14 @@ def main(argv=None) -> int:
         build_dataset,
         build_model,
     )
+    from mmflow.training.config import read_yaml_mapping
 
-    raw = yaml.safe_load(Path(args.config).read_text()) or {}
-    jamflow = raw.pop("jamflow", None)
-    pipeline = raw.pop("pipeline", {}) or {}
+    try:
+        raw = read_yaml_mapping(args.config, "recipe config")
+        jamflow, pipeline = read_sections(raw)
+    except ConfigError as error:
+        logger.error(str(error))
+        return 2
     overrides = {"stage": args.stage, "output_dir": args.output_dir, "total_steps": args.total_steps, "seed": args.seed}
     for key, value in overrides.items():
         if value is not None:
@@ -142,7 +132,7 @@ def main(argv=None) -> int:
     if args.lora_rank is not None:
         raw["lora"] = {**(raw.get("lora") or {}), "rank": args.lora_rank}
     try:
-        tokenizer = _tokenizer(pipeline.get("tokenizer"), args.vocab)
+        tokenizer = _tokenizer(pipeline.tokenizer, args.vocab)
         normalizer = None
         carried = {}  # components of a fine-tuned pipeline that training does not touch
         if args.pretrained_pipeline:
@@ -157,19 +147,18 @@ def main(argv=None) -> int:
 
             if not args.vocab:
                 raise ConfigError("--f5tts-checkpoint needs --vocab (the checkpoint's vocab.txt)")
-            options = copy.deepcopy(jamflow or {})
-            audio = options.pop("audio", "F5TTS_v1_Base")
-            built, _ = build_jamflow(args.f5tts_checkpoint, args.vocab, audio, **options)
+            section = jamflow or JamflowSection()
+            built, _ = build_jamflow(args.f5tts_checkpoint, args.vocab, section.audio, **section.options())
             init = Path(raw.get("output_dir", "outputs/jamflow")) / "init"
             built.save_pretrained(init)
             raw["model"] = {"pretrained": str(init)}
         elif jamflow is not None:
-            raw["model"] = {"config": model_config(jamflow, len(tokenizer))}
+            raw["model"] = {"config": jamflow_model_config(jamflow.audio, len(tokenizer), **jamflow.options())}
         data_kwargs = (raw.get("data") or {}).get("kwargs", {})
         if normalizer is None:
-            normalizer = _normalizer(pipeline.get("normalizer", "pilot"), data_kwargs)
-            if pipeline.get("normalizer", "pilot") != "pilot":
-                data_kwargs["normalizer"] = pipeline["normalizer"]
+            normalizer = _normalizer(pipeline.normalizer, data_kwargs)
+            if pipeline.normalizer != "pilot":
+                data_kwargs["normalizer"] = pipeline.normalizer
         config = TrainingConfig.from_dict(raw)
         trainer = Trainer(config, build_model(config.model, config.seed), build_dataset(config))
     except (ConfigError, ValueError, FileNotFoundError) as error:

@@ -322,6 +322,12 @@ def read_yaml_mapping(path: str | Path, what: str) -> dict:
     return data
 
 
+def from_mapping(cls, data, path: str):
+    """A config dataclass ``cls`` (nested dataclasses included) from a YAML mapping; unknown keys and wrong types
+    raise a ``ConfigError`` naming the key under ``path`` (e.g. ``"pipeline"``). For recipes' own sections."""
+    return _build(cls, data, path)
+
+
 def _build(cls, data, path: str):
     """Build dataclass ``cls`` from a mapping, recursing into nested dataclass fields; unknown keys raise."""
     if not isinstance(data, dict):

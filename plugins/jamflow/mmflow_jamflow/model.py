@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Mapping
 from typing import NamedTuple
 
 from mmflow_audio_f5tts.checkpoint import audio_stream_config, load_backbone_weights, load_f5tts_state_dict
@@ -51,6 +52,18 @@ def jamflow_config(
     }
 
 
+def jamflow_model_config(audio: str | Mapping, text_num_embeds: int, **options) -> dict:
+    """The one way to turn an architecture into ``MMDiT`` arguments: ``audio`` is an F5-TTS architecture name or
+    its DiT arguments (optionally with ``name`` and ``text_conditioning``); ``options`` go to ``jamflow_config``.
+    ``build_jamflow`` and the training recipe both use it."""
+    audio = {"name": audio} if isinstance(audio, str) else dict(audio)
+    text_conditioning = audio.pop("text_conditioning", None)
+    architecture = audio.pop("name") if "name" in audio else audio
+    stream = audio_stream_config(architecture, text_num_embeds, options.get("mask_padding", True),
+                                 text_conditioning=text_conditioning)
+    return jamflow_config(stream, **options)
+
+
 def build_jamflow(
     f5tts_checkpoint: str | os.PathLike[str],
     vocab_path_or_folder: str | os.PathLike[str],
@@ -61,9 +74,7 @@ def build_jamflow(
     motion stream is new (zero-initialised output, as every DiT here). ``config_kwargs`` go to ``jamflow_config``.
     """
     vocab = Vocab.from_file(vocab_path_or_folder)
-    mask_padding = config_kwargs.get("mask_padding", True)
-    config = jamflow_config(audio_stream_config(audio_config, len(vocab), mask_padding), **config_kwargs)
-    model = MMDiT(**config)
+    model = MMDiT(**jamflow_model_config(audio_config, len(vocab), **config_kwargs))
     state = load_f5tts_state_dict(f5tts_checkpoint, use_ema=True)
     load_backbone_weights(model.backbones["audio"], state, str(f5tts_checkpoint))
     logger.info(

@@ -79,6 +79,39 @@ def test_bad_recipe_config_is_named(tmp_path):
     assert main(["--config", str(config), "--output-dir", str(tmp_path / "bad")]) == 2
 
 
+@pytest.mark.parametrize(("section", "change", "message"), [
+    ("pipeline", {"max_secondz": 4.0}, "pipeline: unknown key(s) ['max_secondz']"),
+    ("pipeline", {"scheduler": {"num_inference_step": 16}}, "pipeline.scheduler: "),
+    ("pipeline", {"max_seconds": 0.1}, "pipeline.max_seconds must be a number in [1, 120]"),
+    ("pipeline", {"tokenizer": {"kind": "bpe"}}, "pipeline.tokenizer.kind: one of ('phonemes', 'f5')"),
+    ("jamflow", {"motion_dimm": 64}, "jamflow: unknown key(s) ['motion_dimm']"),
+])
+def test_recipe_sections_are_checked_before_any_work(tmp_path, caplog, section, change, message):
+    """A typo in the recipe's own sections is refused up front, naming the key (before data or training)."""
+    main = runpy.run_path(str(RECIPE))["main"]
+    data = yaml.safe_load(TINY.read_text())
+    data[section] = {**data[section], **change}
+    config = tmp_path / "typo.yaml"
+    config.write_text(yaml.safe_dump(data))
+    assert main(["--config", str(config), "--output-dir", str(tmp_path / "run")]) == 2
+    assert message in caplog.text
+    assert not (tmp_path / "run").exists() and not (tmp_path / "corpus").exists()
+
+
+def test_build_jamflow_and_the_recipe_build_the_same_architecture():
+    """One builder: a recipe's ``jamflow`` section and ``build_jamflow``'s arguments give one MMDiT config."""
+    from mmflow_jamflow.model import jamflow_model_config
+    from mmflow_jamflow.recipe_config import JamflowSection
+
+    section = JamflowSection(audio={"dim": 64, "depth": 2, "heads": 2, "dim_head": 32, "text_dim": 32,
+                                    "conv_layers": 1, "text_conditioning": "aligned"}, motion_dim=32)
+    config = jamflow_model_config(section.audio, 40, **section.options())
+    backbone = config["streams"]["audio"]["backbone_config"]
+    assert backbone["text_conditioning"] == "aligned" and backbone["isolate_padding"] is True
+    assert config["streams"]["motion"]["backbone_config"]["depth"] == 2
+    assert config["mask_policy"]["window_seconds"] == "0.25"
+
+
 def test_two_processes_train_the_tiny_config(tmp_path):
     config = _config(tmp_path)
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
