@@ -1,25 +1,15 @@
 import json
 
 import pytest
-import torch
 
 from mmflow.cli import main as cli_main
 
 
-@pytest.fixture
-def one_thread():
-    """Train on one thread: on a busy 2-core machine, two OpenMP threads that wait for each other by spinning
-    took 6 times the CPU time of one (128 s against 19 s for this test, with other work running)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 @pytest.mark.slow
 def test_toy_demo_learns_the_cross_stream_relation(tmp_path, capsys, one_thread):
-    # A small problem (batches of 16 one-second clips, 200 steps: about a fifth of the work of the demo's
-    # 150 steps of 32 two-second clips), still past the point where the model picks the relation up: at
+    # One thread (on a busy 2-core machine this test took 303 s with two, 33 s with one) and a small problem
+    # (batches of 16 one-second clips, 200 steps: about a fifth of the work of 150 steps of 32 two-second
+    # clips), still past the point where the model picks the relation up: at
     # 100 steps the gesture does not follow the signal yet (correlation -0.01), at 200 it does (0.86-0.92
     # for seeds 0-2, against -0.19 to 0.13 with the joint view off).
     out = tmp_path / "toy"
