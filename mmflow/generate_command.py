@@ -77,12 +77,22 @@ def _input(value: str) -> tuple[str, str]:
     return name, rest
 
 
-def _span(value: str) -> tuple[str, float, float]:
+def span_argument(value: str) -> tuple[str, float, float]:
+    """``--span STREAM:START:END`` (seconds) as ``(stream, start, end)``."""
     try:
         stream, start, end = value.split(":")
         return stream, float(start), float(end)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"--span takes STREAM:START:END seconds, got {value!r}") from None
+        raise argparse.ArgumentTypeError(f"--span takes STREAM:START:END seconds (e.g. audio:1.0:1.6), got "
+                                         f"{value!r}") from None
+
+
+def collect_spans(spans) -> dict[str, list[tuple[float, float]]]:
+    """Repeated ``--span`` values as a pipeline's ``spans=`` (per stream, in the order given)."""
+    out: dict[str, list[tuple[float, float]]] = {}
+    for stream, start, end in spans or []:
+        out.setdefault(stream, []).append((start, end))
+    return out
 
 
 def _task_listing(pipe) -> str:
@@ -115,7 +125,7 @@ def generic_cli_main(pipeline_cls, argv: list[str], folder: Path) -> int:
     parser.add_argument("--cfg", type=float, default=0.0, help="classifier-free guidance scale, generated streams")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--duration", type=float, help="seconds to generate (default: from the given inputs)")
-    parser.add_argument("--span", type=_span, action="append", help="editing tasks: STREAM:START:END (repeatable)")
+    parser.add_argument("--span", type=span_argument, action="append", help="editing tasks: STREAM:START:END (repeatable)")
     parser.add_argument("--joint-attention", action=argparse.BooleanOptionalAction, default=True,
                         help="couple the streams (--no-joint-attention: each stream alone, the ablation)")
     parser.add_argument("--device", default="cpu")
@@ -127,9 +137,7 @@ def generic_cli_main(pipeline_cls, argv: list[str], folder: Path) -> int:
     twice = sorted({name for name, _ in args.input if [n for n, _ in args.input].count(name) > 1})
     if twice:
         raise ValueError(f"--input names {twice} more than once")
-    spans = {}
-    for stream, start, end in args.span or []:
-        spans.setdefault(stream, []).append((start, end))
+    spans = collect_spans(args.span)
     pipe.to(args.device)
     result = pipe(args.task, num_inference_steps=args.steps, guidance_scale=args.cfg, seed=args.seed,
                   duration=args.duration, spans=spans or None, joint_attention=args.joint_attention, **inputs)

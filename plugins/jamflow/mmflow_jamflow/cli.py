@@ -7,6 +7,8 @@ import logging
 import sys
 from pathlib import Path
 
+from mmflow.generate_command import collect_spans, span_argument
+
 logger = logging.getLogger(__name__)
 
 GENERATE_EXAMPLES = """\
@@ -26,19 +28,8 @@ examples:
 """
 
 
-def _span(value: str) -> tuple[str, float, float]:
-    try:
-        stream, start, end = value.split(":")
-        return stream, float(start), float(end)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"--span takes STREAM:START:END seconds (e.g. audio:1.0:1.6), got {value!r}") from None
-
-
 def _spans(args) -> dict[str, list]:
-    spans: dict[str, list] = {}
-    for stream, start, end in args.span or []:
-        spans.setdefault(stream, []).append((start, end))
-    return spans
+    return collect_spans(args.span)
 
 
 def _guidance(args) -> dict[str, float]:
@@ -145,7 +136,7 @@ def add_generate(subparsers) -> None:
                         "default), off (a frozen mean face) or a .pkl/.npz motion template")
     parser.add_argument("--size", type=int, help="longer side of the video in pixels (default: the portrait's, at "
                         "most 1024; range 64-2048)")
-    parser.add_argument("--span", type=_span, action="append", help="edit: STREAM:START:END seconds (repeatable)")
+    parser.add_argument("--span", type=span_argument, action="append", help="edit: STREAM:START:END seconds (repeatable)")
     parser.add_argument("--duration", type=float, help="seconds to generate (default: from the text or input)")
     parser.add_argument("--speed", type=float, default=1.0, help="speaking rate factor")
     parser.add_argument("--steps", type=int, help="solver steps (default: the model's scheduler)")
