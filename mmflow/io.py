@@ -55,7 +55,8 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None):
     """Yield a temporary path next to ``path``; on success it is renamed onto ``path``, on error removed.
 
     Works for files and folders: whatever the caller creates at the temporary path replaces ``path``. A file
-    only replaces a regular file (or a link to one), a folder only a folder; anything else is refused.
+    only replaces a regular file (or a link to one), a folder only a folder that holds nothing the new one does not
+    (an older version of the same output); anything else is refused, so no one's files are ever removed.
     """
     path = Path(path)
     parent = writable_folder(path.parent)
@@ -77,6 +78,12 @@ def _replace_folder(tmp: Path, path: Path) -> None:
     if not path.exists():
         tmp.rename(path)
         return
+    foreign = sorted(str(f.relative_to(path)) for f in path.rglob("*")
+                     if not f.is_dir() and not (tmp / f.relative_to(path)).exists())
+    if foreign:  # not an older version of this output: someone's files, never removed
+        raise FileExistsError(f"output folder {path} holds files this output does not write ({', '.join(foreign[:5])}"
+                              f"{', ...' if len(foreign) > 5 else ''}); nothing was replaced: move them away or choose "
+                              f"another output path")
     backup = path.with_name(f".{path.name}.old")
     shutil.rmtree(backup, ignore_errors=True)
     path.rename(backup)

@@ -46,6 +46,20 @@ def test_a_folder_replaces_a_folder_but_never_a_file(tmp_path):
     assert (tmp_path / "notes.txt").read_text() == "the user's"
 
 
+def test_a_folder_holding_someone_elses_files_is_never_replaced(tmp_path):
+    """``mmflow build-jamflow --out my_folder`` (or any folder output) onto a folder with the user's files."""
+    user = tmp_path / "my_folder"
+    (user / "photos").mkdir(parents=True)
+    (user / "photos" / "cat.jpg").write_bytes(b"jpeg")
+    (user / "weights").write_text("old")
+    with pytest.raises(FileExistsError, match=r"holds files this output does not write \(photos/cat.jpg\)"), \
+            atomic_path(user) as tmp:
+        tmp.mkdir()
+        (tmp / "weights").write_text("new")
+    assert (user / "photos" / "cat.jpg").read_bytes() == b"jpeg" and (user / "weights").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["my_folder"]  # no temporary or backup left behind
+
+
 def test_a_failed_run_removes_only_the_empty_folders_it_created(tmp_path):
     (tmp_path / "mine").mkdir()
     with pytest.raises(RuntimeError), output_folder(tmp_path / "mine" / "a" / "b"):
