@@ -67,7 +67,7 @@ TARGETS = {
                                                           "tests/test_flow_values.py")),
     "masks": Target(".", "mmflow", "mmflow/masks.py", ("tests/test_masks.py", "tests/test_masks_values.py")),
     "positions": Target(".", "mmflow", "mmflow/positions.py", ("tests/test_positions.py", "tests/test_positions_values.py")),
-    "transformer": Target(".", "mmflow", "mmflow/transformer.py", ("tests/test_transformer.py",)),
+    "transformer": Target(".", "mmflow", "mmflow/transformer.py", ("tests/test_transformer.py", "tests/test_transformer_values.py")),
     "scheduler": Target(".", "mmflow", "mmflow/scheduler.py", (
         "tests/test_scheduler.py", "tests/test_maths_pinned.py",
         "tests/test_flow_values.py::test_scheduler_puts_its_grid_on_the_requested_device",

@@ -1,0 +1,72 @@
+"""MMDiT's plumbing pinned where the mutation study (benchmarks/mutation.py) found it unguarded: per-stream
+switches given as one value or per stream, segment offsets with three streams, masks with and without padding
+masking, the joint masks it compiles, stream lookup and strict loading options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from mmflow import MMDiT, StreamBatch
+from mmflow.testing import randomize, tiny_batches, tiny_config, tiny_model
+
+
+def test_switches_as_one_value_or_per_stream():
+    model, batches = tiny_model(), tiny_batches()
+    plan = model.plan(batches, drop=True, joint_view=False)
+    assert all(plan.drops[n].tolist() == [True, True] for n in batches)
+    assert all(plan.views[n].tolist() == [False, False] for n in batches)
+    plan = model.plan(batches, drop={"fast": True}, joint_view={"slow": torch.tensor([True, False])})
+    assert plan.drops["fast"].tolist() == [True, True] and plan.drops["slow"].tolist() == [False, False]
+    assert plan.views["fast"].tolist() == [True, True] and plan.views["slow"].tolist() == [True, False]
+    with pytest.raises(KeyError, match="unknown stream"):
+        model.plan(batches, drop={"audio": True})
+
+
+def test_joint_masks_name_their_streams_and_follow_mask_padding():
+    batches = tiny_batches()
+    plan = tiny_model(depth_a=4, depth_b=2, schedule="full").plan(batches)
+    assert list(plan.joint_masks) == [("fast", "slow")]  # a stream past its depth is never joint alone
+    mask = plan.joint_masks[("fast", "slow")]
+    assert [(s.name, s.offset, s.length) for s in mask.segments] == [("fast", 0, 50), ("slow", 50, 15)]
+    assert torch.equal(mask.key_valid, torch.cat([batches["fast"].valid, batches["slow"].valid], dim=1))
+    assert torch.equal(plan.alone_masks["slow"].key_valid, batches["slow"].valid)
+    unmasked = tiny_model(mask_padding=False).plan(batches)
+    assert unmasked.joint_masks[("fast", "slow")].key_valid is None
+    assert all(m.key_valid is None for m in unmasked.alone_masks.values())
+
+
+def test_three_streams_lie_back_to_back():
+    config = tiny_config()
+    mid = dict(config["streams"]["slow"], frame_rate="25", cond_channels=0)
+    config["streams"]["mid"] = mid
+    model = randomize(MMDiT(**config))
+    batches = dict(tiny_batches(), mid=StreamBatch.from_lengths(torch.randn(2, 25, 2), [25, 15]))
+    mask = model.plan(batches).joint_masks[tuple(model.stream_names)]
+    offsets = {s.name: (s.offset, s.length) for s in mask.segments}
+    assert offsets == {"fast": (0, 50), "slow": (50, 15), "mid": (65, 25)}
+
+
+def test_stream_lookup():
+    model = tiny_model()
+    assert model.stream_spec("fast").frame_rate == 50 and model.stream_spec("slow").channels == 2
+    with pytest.raises(KeyError, match="unknown stream 'audio'"):
+        model.stream_spec("audio")
+
+
+def test_strict_loading_passes_options_and_refuses_missing_weights(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path / "ok")
+    loaded, info = MMDiT.from_pretrained(tmp_path / "ok", output_loading_info=True)
+    assert isinstance(loaded, MMDiT) and not info["missing_keys"] and not info["unexpected_keys"]
+    assert isinstance(MMDiT.from_pretrained(tmp_path / "ok"), MMDiT)
+    assert next(MMDiT.from_pretrained(tmp_path / "ok", torch_dtype=torch.float64).parameters()).dtype == torch.float64
+
+    model.save_pretrained(tmp_path / "cut")
+    weights = next((tmp_path / "cut").glob("*.safetensors"))
+    state = load_file(weights)
+    state.pop(sorted(state)[0])
+    save_file(state, weights)
+    with pytest.raises(ValueError, match="missing_keys"):
+        MMDiT.from_pretrained(tmp_path / "cut")
