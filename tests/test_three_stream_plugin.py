@@ -111,14 +111,34 @@ def test_batches_equal_one_by_one_and_bad_inputs_name_the_task_inputs(pipe):
         pipe("pose_from_beat", beat=np.zeros((10, 3), np.float32), progress=False)
 
 
-def test_mmflow_generate_runs_a_saved_model_in_a_fresh_process(trained, tmp_path):
+@pytest.mark.parametrize(("task", "extra", "written"), [
+    ("pose_from_beat", ["--input", "beat={beat}"], {"beat": (40, 2), "pose": (10, 3)}),
+    ("tri_joint", ["--duration", "1.5"], {"beat": (60, 2), "pose": (15, 3), "glow": (12, 1)}),
+    ("glow_from_beat_and_pose", ["--input", "beat={beat}", "--input", "pose={pose}"],
+     {"beat": (40, 2), "pose": (10, 3), "glow": (8, 1)}),
+    ("tri_edit", ["--input", "beat={beat}", "--input", "pose={pose}", "--input", "glow={glow}",
+                  "--span", "beat:0.25:0.5"], {"beat": (40, 2), "pose": (10, 3), "glow": (8, 1)}),
+])
+def test_mmflow_generate_runs_every_task_of_a_saved_model_in_a_fresh_process(trained, tmp_path, task, extra, written):
+    clip = _clip()
+    for name, values in clip.items():
+        np.save(tmp_path / f"{name}.npy", values)
+    files = {name: tmp_path / f"{name}.npy" for name in clip}
+    command = [sys.executable, "-m", "mmflow.cli", "generate", "--model", str(trained), "--task", task, "--steps", "2",
+               "--out", str(tmp_path / "out"), *(arg.format(**files) for arg in extra)]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for name, shape in written.items():
+        values = np.load(tmp_path / "out" / f"sample.{name}.npy")
+        assert values.shape == shape and np.isfinite(values).all(), name
+    if task == "glow_from_beat_and_pose":
+        np.testing.assert_array_equal(np.load(tmp_path / "out" / "sample.pose.npy"), clip["pose"])
+
+
+def test_mmflow_generate_lists_the_model_tasks_and_refuses_bad_inputs(trained, tmp_path):
     np.save(tmp_path / "beat.npy", _clip()["beat"])
     command = [sys.executable, "-m", "mmflow.cli", "generate", "--model", str(trained), "--task", "pose_from_beat",
                "--input", f"beat={tmp_path / 'beat.npy'}", "--steps", "2", "--out", str(tmp_path / "out")]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=240)
-    assert done.returncode == 0, done.stderr[-2000:]
-    pose = np.load(tmp_path / "out" / "sample.pose.npy")
-    assert pose.shape == (10, 3) and np.isfinite(pose).all()
     listing = subprocess.run([sys.executable, "-m", "mmflow.cli", "generate", "--model", str(trained), "--help"],
                              capture_output=True, text=True, timeout=240)
     assert "pose_from_beat" in listing.stdout and "beat: the beat stream" in listing.stdout

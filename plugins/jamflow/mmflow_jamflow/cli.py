@@ -80,7 +80,8 @@ def _generate_into(out: Path, kinds: list[str], args) -> int:
     pipe.to(args.device)
     spans, guidance = _spans(args), _guidance(args)
     portrait = args.portrait
-    if portrait is None and not args.no_video and args.task != "tts":
+    takes_portrait = "portrait" in {item.name for item in pipe.task_inputs(args.task)}  # tts: no motion stream
+    if portrait is None and not args.no_video and takes_portrait:
         from mmflow_motion_liveportrait.face import demo_portrait_path
 
         portrait = demo_portrait_path()
