@@ -96,3 +96,23 @@ def test_save_keeps_the_newest_keep_last(tmp_path, accelerator, keep_last):
     save_checkpoint(accelerator, root, 11, _writer([], "11"), keep_last=keep_last)
     assert (root / "notes.txt").read_text() == "a user's file"
     assert [p.name for p in list_checkpoints(root)] == [checkpoint_name(s) for s in (1, 2, 3, 10, 11)][-keep_last:]
+
+
+def test_a_folder_that_cannot_be_removed_does_not_stop_a_save(tmp_path, accelerator, monkeypatch):
+    """Removing stale temporaries and old checkpoints is best effort: the new checkpoint is still committed."""
+    import mmflow.training.checkpoint as checkpoint_module
+
+    real_rmtree = checkpoint_module.shutil.rmtree
+    root = tmp_path / "checkpoints"
+    save_checkpoint(accelerator, root, 1, _writer([], "1"), keep_last=1)
+    (root / ".step-00000001.tmp").mkdir()
+
+    def stubborn_rmtree(path, ignore_errors=False, **kwargs):
+        if not ignore_errors:
+            raise PermissionError(f"cannot remove {path}")
+
+    monkeypatch.setattr(checkpoint_module.shutil, "rmtree", stubborn_rmtree)
+    final = save_checkpoint(accelerator, root, 2, _writer([], "2"), keep_last=1)
+    monkeypatch.setattr(checkpoint_module.shutil, "rmtree", real_rmtree)
+    assert (final / "trainer_state_0.pt").read_text() == "2"
+    assert latest_checkpoint(root) == final
