@@ -7,8 +7,9 @@ audio within ±window). Unmasked SDPA is the reference every masked variant is c
 the variants are timed in turns (round robin), so a load change on the machine hits all of them alike.
 
 Per clip the JSON row holds, for each variant, the median time, its ratio to unmasked SDPA, the first call's
-cost on a cold mask cache (mask build + plan + attention) and the build cost on a warm cache, and the
-variant's error against the dense masked path measured in the same run (max |Δ| and relative norm).
+cost on a cold mask cache (mask build + plan + attention), the builds alone (dense mask, split plan, BlockMask;
+the dense mask again on a warm cache), and the variant's error against the dense masked path measured in the
+same run (max |Δ| and relative norm; with --backward also the gradients').
 
     python benchmarks/attention.py                      # CPU, fp32 -> benchmarks/results/attention-cpu.json
     python benchmarks/attention.py --backward           # also forward + backward
@@ -34,7 +35,7 @@ import torch
 from mmflow.attention import attend, auto_backend
 from mmflow.io import write_text_atomic
 from mmflow.masks import MASK_CACHE, StreamSegment, build_attention_mask, local_global_policy
-from mmflow.split_attention import whole_block_kernel, whole_share
+from mmflow.split_attention import split_plan, whole_block_kernel, whole_share
 
 logger = logging.getLogger("benchmarks.attention")
 
@@ -99,6 +100,11 @@ def bench_clip(seconds: float, args, device, dtype, variants) -> dict:
     start = time.perf_counter()
     fresh_mask().dense(device)
     row["dense_mask_build_cached_ms"] = (time.perf_counter() - start) * 1000
+    MASK_CACHE.clear()
+    start = time.perf_counter()
+    split_plan(fresh_mask(), device)  # includes the dense mask it is cut from
+    sync(device)
+    row["split_plan_build_ms"] = (time.perf_counter() - start) * 1000
     for name in variants:
         if name == REFERENCE:
             continue
