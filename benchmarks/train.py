@@ -5,7 +5,7 @@ the first ``--warmup`` steps, and times the rest. Frames are the valid frames of
 (all micro-batches and processes): the "tokens" of an MMDiT. MFU counts 6 × parameters FLOPs per frame
 (forward + backward of every linear layer; attention scores are left out, so it under-counts long clips).
 
-    python benchmarks/train.py                                          # CPU, recipes/configs/toy.yaml
+    python benchmarks/train.py                                          # CPU, examples/toy_gesture/mmflow_toy_gesture/configs/toy.yaml
     python benchmarks/train.py --device cuda --bf16 --batch-size 64     # GPU, MFU against --peak-tflops
     python benchmarks/train.py --compare-checkpointing --batch-size 32  # peak memory without/with checkpointing
 
@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--config", default=str(ROOT / "recipes" / "configs" / "toy.yaml"))
+    parser.add_argument("--config", default=str(ROOT / "examples" / "toy_gesture" / "mmflow_toy_gesture" / "configs" / "toy.yaml"))
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--steps", type=int, default=30, help="timed optimizer steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed optimizer steps first")

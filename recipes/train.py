@@ -1,8 +1,8 @@
 """Train an MMDiT from a YAML config (see docs/training.md): ``mmflow train``, as a script for ``accelerate launch``.
 
-    accelerate launch recipes/train.py --config recipes/configs/toy.yaml
-    accelerate launch recipes/train.py --config recipes/configs/toy.yaml --stage stage1
-    accelerate launch recipes/train.py --config recipes/configs/toy.yaml --stage stage2 \
+    accelerate launch recipes/train.py --config examples/toy_gesture/mmflow_toy_gesture/configs/toy.yaml
+    accelerate launch recipes/train.py --config examples/toy_gesture/mmflow_toy_gesture/configs/toy.yaml --stage stage1
+    accelerate launch recipes/train.py --config examples/toy_gesture/mmflow_toy_gesture/configs/toy.yaml --stage stage2 \
         --pretrained outputs/toy-stage1/model --output-dir outputs/toy-stage2
 
 The same as ``mmflow train`` (or ``accelerate launch -m mmflow.cli train``): the run writes checkpoints, ``model/``

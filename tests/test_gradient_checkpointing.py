@@ -71,7 +71,8 @@ def test_training_config_switch_turns_it_on_in_the_trainer(tmp_path):
 
     from mmflow.training import ConfigError, Trainer, TrainingConfig, build_dataset, build_model
 
-    data = yaml.safe_load((Path(__file__).parents[1] / "recipes" / "configs" / "toy.yaml").read_text())
+    toy = Path(__file__).parents[1] / "examples" / "toy_gesture" / "mmflow_toy_gesture" / "configs" / "toy.yaml"
+    data = yaml.safe_load(toy.read_text())
     data.update(output_dir=str(tmp_path / "run"), total_steps=4, gradient_checkpointing=True)
     data["data"]["kwargs"] = {"num_clips": 4, "min_seconds": 0.6, "max_seconds": 1.0, "seed": 0}
     with pytest.raises(ConfigError, match="gradient_checkpointing"):

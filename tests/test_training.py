@@ -40,7 +40,7 @@ from mmflow.training import (
 pytestmark = pytest.mark.usefixtures("one_thread")  # 4 times faster on a busy 2-core machine (conftest.py)
 
 ROOT = Path(__file__).resolve().parents[1]
-TOY = ROOT / "recipes" / "configs" / "toy.yaml"
+TOY = ROOT / "examples" / "toy_gesture" / "mmflow_toy_gesture" / "configs" / "toy.yaml"
 VENV_BIN = Path(sys.executable).parent
 
 
@@ -511,6 +511,13 @@ def test_recipe_runs_stage1_then_fine_tunes_stage2(tmp_path):
     assert main(["--config", str(TOY), "--stage", "stage2", "--output-dir", str(stage2), "--total-steps", "4",
                  "--pretrained", str(stage1 / "model")]) == 0
     assert (stage2 / "model" / "config.json").is_file() and latest_checkpoint(stage2 / "checkpoints").name.endswith("4")
+    # the toy plugin's own YAML and dataset source trained it; it generates through the generic pipeline
+    from mmflow.pipeline import MMFlowPipeline
+
+    pipe = MMFlowPipeline.from_pretrained(stage2 / "pipeline")
+    signal = torch.randn(60, 1, generator=torch.Generator().manual_seed(0))
+    out = pipe("gesture_from_signal", signal=signal.numpy(), num_inference_steps=2, progress=False).outputs[0]
+    assert out["gesture"].shape == (18, 1) and torch.equal(torch.from_numpy(out["signal"]), signal)
     AcceleratorState._reset_state(reset_partial_state=True)
     assert main(["--config", str(TOY), "--total-steps", "2", "--output-dir", str(tmp_path / "bad")]) == 2  # warm-up 4
 

@@ -1,6 +1,6 @@
 """``mmflow train``: train any MMDiT from a YAML config with Accelerate, then export a ready pipeline.
 
-    mmflow train --config recipes/configs/toy.yaml
+    mmflow train --config examples/toy_gesture/mmflow_toy_gesture/configs/toy.yaml
     accelerate launch -m mmflow.cli train --config CONFIG.yaml          # several processes / GPUs
 
 The run writes checkpoints and ``model/`` (the EMA weights) to ``output_dir`` like the Trainer always has, and

@@ -3,11 +3,18 @@
 from __future__ import annotations
 
 from fractions import Fraction
+from importlib import resources
 
 from mmflow import StreamSpec, TaskPreset, hookimpl
 
 SIGNAL = StreamSpec(name="signal", frame_rate=Fraction(50), channels=1)
 GESTURE = StreamSpec(name="gesture", frame_rate=Fraction(15), channels=1)
+
+
+def config_path(name: str = "toy.yaml") -> str:
+    """The plugin's training config (``mmflow train --config``): its streams, its dataset source
+    (``mmflow_toy_gesture.dataset:build_dataset``) and a short CPU schedule."""
+    return str(resources.files(__package__) / "configs" / name)
 
 
 @hookimpl
