@@ -70,3 +70,28 @@ def test_strict_loading_passes_options_and_refuses_missing_weights(tmp_path):
     save_file(state, weights)
     with pytest.raises(ValueError, match="missing_keys"):
         MMDiT.from_pretrained(tmp_path / "cut")
+
+
+def test_time_as_a_float_a_batch_or_per_stream():
+    model, batches = tiny_model(), tiny_batches()
+    x = {n: torch.randn(b.latent.shape, generator=torch.Generator().manual_seed(1)) for n, b in batches.items()}
+    by_float = model(x, 0.3, batches)
+    by_batch = model(x, torch.tensor([0.3, 0.3]), batches)
+    by_stream = model(x, {"fast": torch.tensor([0.3, 0.3]), "slow": 0.3}, batches)
+    for name in batches:
+        torch.testing.assert_close(by_float[name], by_batch[name])
+        torch.testing.assert_close(by_float[name], by_stream[name])
+    later = model(x, {"fast": 0.3, "slow": 0.7}, batches)
+    assert not torch.allclose(later["slow"], by_float["slow"])
+
+
+def test_absent_streams_are_not_computed_and_come_back_as_zeros():
+    model, batches = tiny_model(), tiny_batches()
+    x = {n: torch.randn(b.latent.shape, generator=torch.Generator().manual_seed(2)) for n, b in batches.items()}
+    out = model(x, 0.5, batches, absent=("slow",))
+    assert torch.equal(out["slow"], torch.zeros_like(x["slow"]))
+    assert not torch.allclose(out["fast"], model(x, 0.5, batches)["fast"])  # it no longer sees the slow stream
+    plan = model.plan(batches)
+    assert all(plan.drops[n].tolist() == [False, False] and plan.views[n].tolist() == [True, True] for n in batches)
+    with pytest.raises(KeyError, match="absent names unknown"):
+        model.plan(batches, absent=("audio",))
