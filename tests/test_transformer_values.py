@@ -95,3 +95,23 @@ def test_absent_streams_are_not_computed_and_come_back_as_zeros():
     assert all(plan.drops[n].tolist() == [False, False] and plan.views[n].tolist() == [True, True] for n in batches)
     with pytest.raises(KeyError, match="absent names unknown"):
         model.plan(batches, absent=("audio",))
+
+
+def test_joint_schedules_by_depth():
+    from mmflow.transformer import resolve_joint_schedule
+
+    assert resolve_joint_schedule("half", [4, 4]) == (0, 1) and resolve_joint_schedule("full", [4, 2]) == (0, 1)
+    assert resolve_joint_schedule("half", [4, 2]) == (0,) and resolve_joint_schedule("half", [1, 1]) == (0,)
+    assert resolve_joint_schedule("full", [3]) == () and resolve_joint_schedule("half", [3]) == ()
+    assert resolve_joint_schedule("none", [4, 4]) == ()
+    assert resolve_joint_schedule([1, 0, 1], [4, 2]) == (0, 1)
+    with pytest.raises(ValueError, match="out of range"):
+        resolve_joint_schedule([2], [4, 2])
+
+
+def test_stream_specs_keep_conditions_and_position_from_the_config():
+    config = tiny_config()
+    config["streams"]["fast"]["position"] = "index"
+    model = MMDiT(**config)
+    assert model.stream_spec("slow").cond_channels == 1 and model.stream_spec("fast").cond_channels == 0
+    assert model.stream_spec("fast").position == "index" and model.stream_spec("slow").position == "scaled"
