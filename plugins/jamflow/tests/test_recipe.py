@@ -1,4 +1,4 @@
-"""recipes/jamflow.py: the tiny config trains on the synthetic corpus, exports a JAMFlowPipeline that generates,
+"""The JAM-Flow recipe (``mmflow_jamflow.recipe``, run by recipes/jamflow.py): the tiny config trains on the synthetic corpus, exports a JAMFlowPipeline that generates,
 fine-tunes stage 2 from it (keeping its vocoder), and runs as two gloo processes."""
 
 from __future__ import annotations
