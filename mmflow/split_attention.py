@@ -131,13 +131,15 @@ ROW_CHUNK = 64
 @dataclass(frozen=True)
 class LocalBlock:
     """Queries of one stream that sees no stream whole (rows ``start:stop``), attended in chunks of ``chunk``
-    rows, all chunks in one batched SDPA call: chunk ``c`` sees the keys ``index[c]`` (the span of each key
-    stream that some of its rows see, padded to a common width) under ``mask`` ``(b or 1, chunks, chunk,
-    width)``; padded rows see their first key, padded keys nobody."""
+    rows, all chunks in one batched SDPA call: chunk ``c`` holds the queries ``rows[c·chunk:(c+1)·chunk]`` and
+    sees the keys ``index[c]`` (the span of each key stream that some of its rows see, padded to a common
+    width) under ``mask`` ``(b or 1, chunks, chunk, width)``; padded rows see their first key (their output
+    is dropped), padded keys nobody."""
 
     start: int
     stop: int
     chunk: int
+    rows: torch.Tensor  # (chunks·chunk,) query positions, the last one repeated into the padding
     index: torch.Tensor  # (chunks, width) key positions
     mask: torch.Tensor
     additive: dict = field(default_factory=dict, compare=False)  # mask per (batch, dtype), shaped for SDPA
@@ -165,32 +167,34 @@ def _local_block(start: int, stop: int, rows: torch.Tensor, mask: AttentionMask)
     local &= key_real[None, :, None, :]
     row_real = (torch.arange(chunks * chunk, device=rows.device) < n).view(1, chunks, chunk, 1)
     local |= ~row_real & (torch.arange(width, device=rows.device) == 0)  # padded rows: their first key
-    return LocalBlock(start, stop, chunk, index, local)
+    row_index = torch.arange(start, start + chunks * chunk, device=rows.device).clamp_max(stop - 1)
+    return LocalBlock(start, stop, chunk, row_index, index, local)
 
 
-def _local_mask(block: LocalBlock, batch: int, dtype) -> torch.Tensor:
-    """``block.mask`` as an additive ``(batch·chunks, 1, chunk, width)`` mask in ``dtype``, built once."""
-    key = (batch, dtype)
+def _local_mask(block: LocalBlock, heads: int, dtype) -> torch.Tensor:
+    """``block.mask`` as an additive ``(b or 1, heads·chunks, chunk, width)`` mask in ``dtype``, built once."""
+    key = (heads, dtype)
     if key not in block.additive:
-        local = block.mask.expand(batch, *block.mask.shape[1:]).reshape(-1, 1, *block.mask.shape[2:])
+        batch, chunks, chunk, width = block.mask.shape
+        local = block.mask[:, None].expand(batch, heads, chunks, chunk, width).reshape(batch, -1, chunk, width)
         zeros = torch.zeros(local.shape, dtype=dtype, device=local.device)
         block.additive[key] = zeros.masked_fill(~local, float("-inf"))
     return block.additive[key]
 
 
 def _local_attention(q, k, v, block: LocalBlock) -> torch.Tensor:
-    """Attention of the rows of ``block`` (``q`` holds just them), every chunk in one SDPA call."""
-    b, h, n, d = q.shape
+    """Attention of the rows of ``block``, every chunk in one SDPA call: chunks ride along the head axis,
+    so queries, keys and outputs are views of one gather each."""
+    b, h, _, d = q.shape
     chunks, width = block.index.shape
-    padded = F.pad(q, (0, 0, 0, chunks * block.chunk - n))
-    queries = padded.view(b, h, chunks, block.chunk, d).transpose(1, 2).reshape(b * chunks, h, block.chunk, d)
 
-    def gathered(t):
-        return t.index_select(2, block.index.reshape(-1)).view(b, h, chunks, width, -1).transpose(1, 2).reshape(
-            b * chunks, h, width, -1)
+    def gathered(t, index, rows):
+        return t.index_select(2, index).view(b, h * chunks, rows, -1)
 
-    out = F.scaled_dot_product_attention(queries, gathered(k), gathered(v), attn_mask=_local_mask(block, b, q.dtype))
-    return out.view(b, chunks, h, block.chunk, -1).transpose(1, 2).reshape(b, h, chunks * block.chunk, -1)[:, :, :n]
+    queries = gathered(q, block.rows, block.chunk)
+    keys, values = gathered(k, block.index.reshape(-1), width), gathered(v, block.index.reshape(-1), width)
+    out = F.scaled_dot_product_attention(queries, keys, values, attn_mask=_local_mask(block, h, q.dtype))
+    return out.view(b, h, chunks * block.chunk, -1)[:, :, : block.stop - block.start]
 
 
 def _build_plan(mask: AttentionMask, device) -> tuple[RowBlock | LocalBlock, ...]:
@@ -347,7 +351,7 @@ def split_attention(q, k, v, mask: AttentionMask) -> torch.Tensor:
     for block in split_plan(mask, q.device):
         rows = q[:, :, block.start : block.stop]
         if isinstance(block, LocalBlock):
-            outputs.append(_local_attention(rows, k, v, block))
+            outputs.append(_local_attention(q, k, v, block))
             continue
         a, b = block.whole
         k_whole, v_whole = k[:, :, a:b], v[:, :, a:b]
