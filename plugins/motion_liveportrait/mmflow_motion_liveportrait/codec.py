@@ -110,8 +110,20 @@ class LivePortraitMotionCodec:
                 raise InputError(f"idle must be one of {IDLE_CHOICES} or a motion template, got {state['idle']!r}")
             return EncodedStream(state=state)
         exp = self.load(inputs["motion"], weights)
+        state["pose"] = self.pose(inputs["motion"], len(exp))
         mouth, rest = self.normalizer.normalize(torch.from_numpy(exp))
         return EncodedStream(content=mouth.float(), cond=rest.float(), state=state)
+
+    def pose(self, motion, frames: int) -> dict[str, np.ndarray] | None:
+        """A template's head pose (scale, R, t) at the stream's rate (nearest frame), for the renderer; None when
+        the motion carries none (expression arrays)."""
+        if isinstance(motion, str | os.PathLike) and motion_file_kind(motion) == "template":
+            motion = load_motion_template(motion)
+        if not isinstance(motion, MotionTemplate):
+            return None
+        index = np.minimum(np.round(np.arange(frames) / float(self.spec.frame_rate) * motion.fps).astype(int),
+                           motion.num_frames - 1)
+        return {"scale": motion.scale[index], "R": motion.R[index], "t": motion.t[index]}
 
     def load(self, motion, weights=None) -> np.ndarray:
         """Expressions ``T×21×3`` at the stream's rate from a template, an array or a video (LivePortrait weights,
@@ -188,8 +200,17 @@ class LivePortraitMotionCodec:
         out: dict[str, Any] = {"motion": exp}
         renderer = encoded.state.get("renderer")
         if renderer is not None:
-            out["video"] = renderer.render(exp, progress=progress)
+            out["video"] = renderer.render(self._driving(exp, encoded.state.get("pose")), progress=progress)
         return out
+
+    def _driving(self, exp: np.ndarray, pose: Mapping[str, np.ndarray] | None):
+        """What the renderer is driven with: the expressions, with the given template's head pose when there is
+        one (held at its last frame where the output is longer)."""
+        if pose is None:
+            return exp
+        index = np.minimum(np.arange(len(exp)), len(pose["R"]) - 1)
+        return MotionTemplate(scale=pose["scale"][index], R=pose["R"][index], exp=exp.astype(np.float32),
+                              t=pose["t"][index], fps=float(self.spec.frame_rate))
 
     def save(self, outputs: Mapping[str, Any], folder: Path, stem: str) -> list[Path]:
         """``stem.npz`` and ``stem.pkl`` (LivePortrait templates) and, with video frames, a silent ``stem.mp4``."""
