@@ -115,3 +115,16 @@ def test_stream_specs_keep_conditions_and_position_from_the_config():
     model = MMDiT(**config)
     assert model.stream_spec("slow").cond_channels == 1 and model.stream_spec("fast").cond_channels == 0
     assert model.stream_spec("fast").position == "index" and model.stream_spec("slow").position == "scaled"
+
+
+def test_rope_heads_reaches_the_attention():
+    """A backbone that rotates only its first head (F5-TTS v0) rotates only that head in every step."""
+    batches = tiny_batches()
+    x = {n: torch.randn(b.latent.shape, generator=torch.Generator().manual_seed(3)) for n, b in batches.items()}
+    model = tiny_model(schedule="full")
+    everywhere = model(x, 0.4, batches)
+    for backbone in model.backbones.values():
+        backbone.rope_heads = 1
+    first_head = model(x, 0.4, batches)
+    for name in batches:
+        assert not torch.allclose(everywhere[name], first_head[name]), name
