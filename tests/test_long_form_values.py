@@ -27,12 +27,12 @@ class Specs:
 
 @pytest.fixture
 def calls(monkeypatch):
-    """Replace generate: window k (k-th call) yields k + 1 on generated frames, given frames as given."""
+    """Replace generate: window k (k-th call, from 1) yields k + 1 on generated frames, given frames as given."""
     seen = []
 
     def fake_generate(model, batches, seeds=None, progress=False, **kwargs):
         seen.append({"batches": batches, "seeds": seeds})
-        value = float(len(seen))
+        value = float(len(seen) + 1)  # 2, 3, ...: not 1, which would hide a division
         return {n: torch.where(b.given.unsqueeze(-1), b.latent, torch.full_like(b.latent, value))
                 .masked_fill(~b.valid.unsqueeze(-1), 0.0).float() for n, b in batches.items()}
 
@@ -63,11 +63,11 @@ def test_the_seam_is_a_linear_cross_fade_by_value(calls):
     fast, slow = out["fast"], out["slow"]
     assert fast.dtype == torch.float64 and fast.shape == (80, 2) and slow.shape == (8, 2)
     w = torch.arange(1, 11, dtype=torch.float64) / 11  # 10 faded fast frames: 1/11 ... 10/11
-    expected = torch.cat([torch.ones(40), 1 + w, torch.full((30,), 2.0)]).double()
+    expected = torch.cat([torch.full((40,), 2.0), 2 + w, torch.full((30,), 3.0)]).double()
     expected[[0, 1, 45]] = -5.0  # given frames stay exactly as given, inside the fade too
     torch.testing.assert_close(fast[:, 0], expected, rtol=0, atol=1e-12)
     # the slow stream fades over one frame: weight 1/2
-    torch.testing.assert_close(slow[:, 0], torch.tensor([1, 1, 1, 1, 1.5, 2, 2, 2], dtype=torch.float64),
+    torch.testing.assert_close(slow[:, 0], torch.tensor([2, 2, 2, 2, 2.5, 3, 3, 3], dtype=torch.float64),
                                rtol=0, atol=1e-12)
 
 
@@ -77,7 +77,7 @@ def test_the_next_window_is_given_the_previous_output_up_to_the_fade(calls):
     first, second = calls[0]["batches"]["fast"], calls[1]["batches"]["fast"]
     assert first.given[0].nonzero().flatten().tolist() == [0, 1, 45]  # the first window: only what was given
     assert second.num_frames == 50
-    assert second.given[0, :10].all() and (second.latent[0, :10] == 1.0).all()  # window 1's output, given
+    assert second.given[0, :10].all() and (second.latent[0, :10] == 2.0).all()  # window 1's output, given
     assert second.given[0].nonzero().flatten().tolist() == [*range(10), 15]  # 15: frame 45 of the timeline
     assert torch.equal(second.extras["ids"][0], torch.arange(30, 80))
     slow = calls[1]["batches"]["slow"]
@@ -93,7 +93,7 @@ def test_a_short_window_in_a_batch_with_a_long_one(calls):
                                            [1 + 2 * WINDOW_SEED_STRIDE]]
     assert together[1]["fast"].shape == (60, 2)
     w = torch.arange(1, 11, dtype=torch.float64) / 11
-    expected = torch.cat([torch.ones(40), 1 + w, torch.full((10,), 2.0)]).double()
+    expected = torch.cat([torch.full((40,), 2.0), 2 + w, torch.full((10,), 3.0)]).double()
     torch.testing.assert_close(together[1]["fast"][:, 0], expected, rtol=0, atol=1e-12)
 
 
