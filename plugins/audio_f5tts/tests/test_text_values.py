@@ -95,3 +95,14 @@ def test_batch_encode_rules():
         with pytest.raises(ValueError, match="non-empty list of token lists"):
             vocab.batch_encode(bad)
     assert vocab.tokenize("你a", mode="char") == ["你", "a"]
+
+
+def test_filler_frames_by_hand():
+    from mmflow_audio_f5tts.text import filler_frames
+
+    samples = 256 * 100 + 5  # 100 reference frames for the estimate, 101 mel frames of reference
+    estimate = 100 + int(100 / 5 * 13)  # "abcd" counts 5 bytes with its appended space, 13 bytes to say
+    assert filler_frames(samples, "abcd", "a longer text", num_ids=10) == estimate - 101
+    assert filler_frames(samples, "abcd", "a longer text", num_ids=10, speed=2.0) == 100 + int(100 / 5 * 13 / 2) - 101
+    assert filler_frames(samples, "abcd", "a longer text", num_ids=500) == 501 - 101  # outlasts the tokens
+    assert filler_frames(samples, "abcd", "", num_ids=10) == 1  # outlasts the reference by one frame
