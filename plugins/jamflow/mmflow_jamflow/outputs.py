@@ -41,7 +41,7 @@ class JAMFlowOutput(BaseOutput):
         refused, never replaced.
         """
         from mmflow_audio_f5tts.audio_io import write_wav
-        from mmflow_motion_liveportrait.motion_template import MotionTemplate, save_motion_template
+        from mmflow_motion_liveportrait.motion_template import save_motion_template, template_from_expressions
         from mmflow_motion_liveportrait.video import write_video
 
         paths = output_paths(out_dir, stem, kinds, len(self))
@@ -55,13 +55,7 @@ class JAMFlowOutput(BaseOutput):
             if audio is not None and "wav" in targets:
                 written.append(write_wav(targets["wav"], audio, self.sample_rate))
             if motion is not None:
-                template = MotionTemplate(
-                    scale=np.ones((len(motion), 1), np.float32),
-                    R=np.broadcast_to(np.eye(3, dtype=np.float32), (len(motion), 3, 3)).copy(),
-                    exp=motion.astype(np.float32),
-                    t=np.zeros((len(motion), 3), np.float32),
-                    fps=float(self.fps),
-                )
+                template = template_from_expressions(motion, float(self.fps))
                 for kind in ("npz", "pkl"):
                     if kind in targets:
                         written.append(save_motion_template(template, targets[kind]))

@@ -33,7 +33,12 @@ from mmflow.validation import check_seconds
 
 from .idle import IDLE_CHOICES, idle_track
 from .keypoints import NUM_KEYPOINTS
-from .motion_template import MotionTemplate, load_motion_template, save_motion_template
+from .motion_template import (
+    MotionTemplate,
+    load_motion_template,
+    save_motion_template,
+    template_from_expressions,
+)
 
 TEMPLATE_SUFFIXES = (".pkl", ".npz")
 
@@ -199,8 +204,11 @@ class LivePortraitMotionCodec:
         exp = self.normalizer.denormalize(latent.float().cpu(), cond.float().cpu()).numpy()
         out: dict[str, Any] = {"motion": exp}
         renderer = encoded.state.get("renderer")
+        pose = encoded.state.get("pose")
+        if pose is not None:
+            out["head_pose"] = pose  # saved into the motion template with the expressions
         if renderer is not None:
-            out["video"] = renderer.render(self._driving(exp, encoded.state.get("pose")), progress=progress)
+            out["video"] = renderer.render(self._driving(exp, pose), progress=progress)
         return out
 
     def _driving(self, exp: np.ndarray, pose: Mapping[str, np.ndarray] | None):
@@ -208,20 +216,15 @@ class LivePortraitMotionCodec:
         one (held at its last frame where the output is longer)."""
         if pose is None:
             return exp
-        index = np.minimum(np.arange(len(exp)), len(pose["R"]) - 1)
-        return MotionTemplate(scale=pose["scale"][index], R=pose["R"][index], exp=exp.astype(np.float32),
-                              t=pose["t"][index], fps=float(self.spec.frame_rate))
+        return template_from_expressions(exp, float(self.spec.frame_rate), pose)
 
     def save(self, outputs: Mapping[str, Any], folder: Path, stem: str) -> list[Path]:
-        """``stem.npz`` and ``stem.pkl`` (LivePortrait templates) and, with video frames, a silent ``stem.mp4``."""
+        """``stem.npz`` and ``stem.pkl`` (LivePortrait templates, with the given template's head pose if any) and,
+        with video frames, a silent ``stem.mp4``."""
         from .video import write_video
 
         exp = outputs["motion"]
-        template = MotionTemplate(
-            scale=np.ones((len(exp), 1), np.float32),
-            R=np.broadcast_to(np.eye(3, dtype=np.float32), (len(exp), 3, 3)).copy(),
-            exp=exp.astype(np.float32), t=np.zeros((len(exp), 3), np.float32), fps=float(self.spec.frame_rate),
-        )
+        template = template_from_expressions(exp, float(self.spec.frame_rate), outputs.get("head_pose"))
         written = [save_motion_template(template, Path(folder) / f"{stem}.{kind}") for kind in ("npz", "pkl")]
         if outputs.get("video") is not None:
             written.append(write_video(Path(folder) / f"{stem}.mp4", outputs["video"], float(self.spec.frame_rate)))

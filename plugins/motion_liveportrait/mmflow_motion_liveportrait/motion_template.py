@@ -98,6 +98,58 @@ class MotionTemplate:
         return {name: getattr(self, name) for name in fields if getattr(self, name) is not None}
 
 
+# Eye / lip open ratios from expressions ------------------------------------------------------------------------
+
+# LivePortrait computes c_eyes (left, right: eyelid gap / eye width) and c_lip (lip gap / mouth width) on its
+# 203-point landmarks of each driving frame (src/utils/retargeting_utils.py); generated motion has no landmarks.
+# These are least-squares linear fits of those ratios on the y expression offsets of the keypoints that move with
+# the eyes (11, 13, 15, 16) and the lips (14, 17, 19, 20), over the 633 frames of the official templates that carry
+# ratios (assets/examples/driving/d1, d2, d5, d7, d8.pkl at KwaiVGI/LivePortrait 1986663); refit them with
+# scripts/fit_open_ratios.py. Held-out-clip R²: 0.77 (lip), 0.86 / 0.93 (left / right eye).
+LIP_RATIO_KEYPOINTS = (14, 17, 19, 20)
+LIP_RATIO_FIT = np.array([[0.1437], [3.5992], [4.7998], [5.4428], [-7.6925]], np.float32)
+"""Intercept, then one weight per keypoint of :data:`LIP_RATIO_KEYPOINTS` (its exp y) → c_lip."""
+EYE_RATIO_KEYPOINTS = (11, 13, 15, 16)
+EYE_RATIO_FIT = np.array([[0.3004, 0.2624], [-13.8095, -2.7355], [15.931, 8.055], [-3.4572, -14.6595],
+                          [0.3168, 11.4756]], np.float32)
+"""Intercept, then one row per keypoint of :data:`EYE_RATIO_KEYPOINTS` (its exp y) → c_eyes (left, right)."""
+
+
+def open_ratios(exp: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(c_eyes T×2, c_lip T×1)`` estimated from expressions ``T×21×3`` with the fits above (ratios are ≥ 0)."""
+    exp = np.asarray(exp, np.float32)
+
+    def fit(keypoints, weights):
+        features = np.concatenate([np.ones((len(exp), 1), np.float32), exp[:, keypoints, 1]], axis=1)
+        return np.maximum(features @ weights, 0.0).astype(np.float32)
+
+    return fit(list(EYE_RATIO_KEYPOINTS), EYE_RATIO_FIT), fit(list(LIP_RATIO_KEYPOINTS), LIP_RATIO_FIT)
+
+
+def template_from_expressions(exp: np.ndarray, fps: float, pose: dict[str, np.ndarray] | None = None
+                              ) -> MotionTemplate:
+    """A template official LivePortrait can drive with: generated expressions ``T×21×3``, a head pose and the open
+    ratios its retargeting reads.
+
+    ``pose`` (``scale``, ``R``, ``t`` per frame, e.g. a given template's) is held at its last frame where the
+    expressions outlast it; without one the head stays still (scale 1, no rotation, no translation). ``kp`` and
+    ``x_s`` are left out: they belong to a face the generated motion never saw, and LivePortrait's driving-template
+    reader does not use them (it reads ``scale``, ``R``, ``exp`` and ``t`` of each frame).
+    """
+    exp = np.asarray(exp, np.float32)
+    frames = len(exp)
+    if pose is None:
+        scale = np.ones((frames, 1), np.float32)
+        rotation = np.broadcast_to(np.eye(3, dtype=np.float32), (frames, 3, 3)).copy()
+        translation = np.zeros((frames, 3), np.float32)
+    else:
+        index = np.minimum(np.arange(frames), len(pose["R"]) - 1)
+        scale, rotation, translation = (np.asarray(pose[key], np.float32)[index] for key in ("scale", "R", "t"))
+    c_eyes, c_lip = open_ratios(exp)
+    return MotionTemplate(scale=scale, R=rotation, exp=exp, t=translation, c_eyes=c_eyes, c_lip=c_lip,
+                          fps=float(fps))
+
+
 def load_motion_template(path: str | os.PathLike) -> MotionTemplate:
     """Read a LivePortrait ``.pkl`` motion template or an ``.npz`` written by :func:`save_motion_template`.
 
@@ -287,6 +339,9 @@ def _write_pkl(template: MotionTemplate, stream) -> None:
         payload["c_eyes_lst"] = [row[None] for row in arrays["c_eyes"]]  # each 1×2
     if "c_lip" in arrays:
         payload["c_lip_lst"] = [row[None] for row in arrays["c_lip"]]  # each 1×1
+    if "c_eyes" not in arrays or "c_lip" not in arrays:
+        logger.warning("the motion template has no eye/lip open ratios; official LivePortrait's inference.py -d "
+                       "needs them (build it with template_from_expressions)")
     pickle.dump(payload, stream, protocol=4)
 
 
