@@ -26,7 +26,8 @@ def mmflow_pipelines():
 
 @hookimpl
 def mmflow_commands():
+    from .app import add_app
     from .generate_command import add_generate
     from .training.command import add_train
 
-    return {"generate": add_generate, "train": add_train}
+    return {"generate": add_generate, "train": add_train, "app": add_app}

@@ -15,7 +15,7 @@ PIP=("$VENV/bin/python" -m pip install --quiet --disable-pip-version-check)
 # torch first, pinned: an unpinned torch requirement would pull a multi-GB CUDA build.
 "${PIP[@]}" torch==2.13.0
 "${PIP[@]}" -c requirements/constraints.txt \
-    -e . -e "plugins/audio_f5tts[espeak]" -e plugins/motion_liveportrait -e plugins/jamflow -e examples/toy_gesture -e examples/tri_stream
+    -e ".[app]" -e "plugins/audio_f5tts[espeak]" -e plugins/motion_liveportrait -e plugins/jamflow -e examples/toy_gesture -e examples/tri_stream
 
 if [[ $WITH_TESTS == 1 ]]; then
     "${PIP[@]}" -c requirements/constraints.txt -r requirements/test.txt
