@@ -101,6 +101,13 @@ class JAMFlowPipeline(MMFlowPipeline):
         args.model = args.model or str(folder)
         return args.run(args)
 
+    @classmethod
+    def app_widgets(cls):
+        """JAM-Flow's widgets in ``mmflow app`` (``mmflow_jamflow.app_widgets``)."""
+        from .app_widgets import JAMFlowWidgets
+
+        return JAMFlowWidgets()
+
     @torch.no_grad()
     def __call__(
         self,
