@@ -173,6 +173,8 @@ class MMFlowPipeline(DiffusionPipeline):
         spans: Mapping[str, Sequence[tuple[float, float]]] | None = None,
         duration: float | None = None,
         seed: int | Sequence[int] = 0,
+        sway_coefficient: float | None = None,
+        cross_fade: float | None = None,
         output_type: str = "np",
         progress: bool = True,
         **inputs,
@@ -188,6 +190,9 @@ class MMFlowPipeline(DiffusionPipeline):
             spans: Editing tasks: per generated stream, ``(start, end)`` seconds of the main part to regenerate.
             duration: Seconds of the main part; default: the given streams' length, else the codecs' estimate.
             seed: Noise seed; prompt i uses ``seed + i`` (or one seed per prompt).
+            sway_coefficient: Sway sampling for this call (default: the scheduler's; F5-TTS's ``sway_sampling_coef``).
+            cross_fade: Seconds of cross-fade between the pieces of a split prompt (default 0.16; F5-TTS's
+                ``cross_fade_duration``).
             output_type: ``"np"`` (decoded outputs) or ``"latent"`` (latents only).
             progress: Progress bars.
             **inputs: The task's inputs (``pipe.task_inputs(task)``, ``mmflow tasks``).
@@ -196,7 +201,9 @@ class MMFlowPipeline(DiffusionPipeline):
         if output_type not in ("np", "latent"):
             raise InputError(f"output_type must be 'np' or 'latent', got {output_type!r}")
         check_call_arguments(duration=duration, num_inference_steps=num_inference_steps,
-                             guidance_scale=guidance_scale, seed=seed, spans=spans)
+                             guidance_scale=guidance_scale, seed=seed, spans=spans, sway_coefficient=sway_coefficient,
+                             cross_fade=cross_fade)
+        fade = PIECE_FADE_SECONDS if cross_fade is None else Fraction(cross_fade).limit_denominator(10_000)
         prompts = self.check_inputs(task, inputs, spans)
         seeds = self._seeds(seed, len(prompts))
         present = [n for n in self.stream_names if task.role(n) != "absent"]
@@ -207,13 +214,13 @@ class MMFlowPipeline(DiffusionPipeline):
         timelines = [[self._timeline(task, piece, spans, duration, seeds[i] + k) for k, piece in enumerate(group)]
                      for i, group in enumerate(groups)]
         results = iter(self._sample(task, [t for group in timelines for t, _ in group], num_inference_steps,
-                                    guidance_scale, uncond_joint_view, joint_attention, progress))
+                                    sway_coefficient, guidance_scale, uncond_joint_view, joint_attention, progress))
         latents, conds = [], []
         for group in timelines:
             pieces = [(next(results), timeline, offsets) for timeline, offsets in group]
-            latents.append({n: self._join([r[n][o[n]:] for r, _, o in pieces], n) for n in present})
+            latents.append({n: self._join([r[n][o[n]:] for r, _, o in pieces], n, fade) for n in present})
             conds.append({n: None if pieces[0][1].tracks[n].cond is None
-                          else self._join([t.tracks[n].cond[o[n]:] for _, t, o in pieces], n) for n in present})
+                          else self._join([t.tracks[n].cond[o[n]:] for _, t, o in pieces], n, fade) for n in present})
         outputs, sources = [], {}
         if output_type == "np":
             for latent, cond, streams in zip(latents, conds, encoded, strict=True):
@@ -334,9 +341,9 @@ class MMFlowPipeline(DiffusionPipeline):
         tracks = {n: _to(t, device, dtype) for n, t in tracks.items()}
         return Timeline(tracks, seed=seed), offsets
 
-    def _join(self, pieces: list[torch.Tensor], stream: str) -> torch.Tensor:
-        """Consecutive pieces of one stream, joined with a linear cross-fade of ``PIECE_FADE_SECONDS``."""
-        fade = self.transformer.stream_spec(stream).num_frames(PIECE_FADE_SECONDS)
+    def _join(self, pieces: list[torch.Tensor], stream: str, seconds: Fraction = PIECE_FADE_SECONDS) -> torch.Tensor:
+        """Consecutive pieces of one stream, joined with a linear cross-fade of ``seconds``."""
+        fade = self.transformer.stream_spec(stream).num_frames(seconds)
         out = pieces[0]
         for piece in pieces[1:]:
             n = min(fade, out.shape[0], piece.shape[0])
@@ -347,11 +354,12 @@ class MMFlowPipeline(DiffusionPipeline):
             out = torch.cat([out[:-n], (1 - w) * out[-n:] + w * piece[:n], piece[n:]])
         return out
 
-    def _sample(self, task, timelines, steps, guidance_scale, uncond_joint_view, joint_attention, progress):
+    def _sample(self, task, timelines, steps, sway, guidance_scale, uncond_joint_view, joint_attention, progress):
         scheduler = self.scheduler
-        if steps is not None:  # a copy: the pipeline's scheduler keeps its configured steps
-            scheduler = FlowMatchingScheduler.from_config(self.scheduler.config)
-            scheduler.set_timesteps(int(steps))
+        if steps is not None or sway is not None:  # a copy: the pipeline's scheduler keeps its configuration
+            overrides = {} if sway is None else {"sway_coefficient": float(sway)}
+            scheduler = FlowMatchingScheduler.from_config(self.scheduler.config, **overrides)
+            scheduler.set_timesteps(int(steps if steps is not None else self.scheduler.config.num_inference_steps))
         # every stream the task involves is guided: a given stream's noisy latent is an input of the others too
         present = [n for n in self.stream_names if task.role(n) != "absent"]
         if isinstance(guidance_scale, Mapping):

@@ -59,6 +59,8 @@ STEPS = Range(1, 1000, integer=True)
 GUIDANCE = Range(0.0, 20.0)
 SEED = Range(0, 2**63 - 1, integer=True)
 SPAN_TIME = Range(0.0, MAX_SECONDS)
+SWAY = Range(-1.0, 1.0)
+CROSS_FADE = Range(0.0, 2.0)
 WINDOW = Range(1.0, 120.0)
 """``max_seconds`` of a pipeline (its training window), read from a model folder someone else may have made."""
 
@@ -70,8 +72,14 @@ def check_call_arguments(
     guidance_scale: float | Mapping[str, float] = 0.0,
     seed: int | Sequence[int] = 0,
     spans: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    sway_coefficient: float | None = None,
+    cross_fade: float | None = None,
 ) -> None:
     """Refuse any number of a pipeline call outside its range, naming the argument, the range and the fix."""
+    if sway_coefficient is not None:
+        SWAY.check("sway_coefficient (--sway)", sway_coefficient, "-1 is F5-TTS's default; 0 is a uniform grid")
+    if cross_fade is not None:
+        CROSS_FADE.check("cross_fade (--cross-fade, seconds)", cross_fade, "0.15 s is F5-TTS's default")
     if duration is not None:
         DURATION.check("duration (--duration, seconds)", duration, "leave it out to follow the text or the given input")
     if num_inference_steps is not None:

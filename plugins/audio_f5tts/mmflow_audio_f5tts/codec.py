@@ -31,6 +31,7 @@ from mmflow.tasks import TaskInput
 from mmflow.validation import Range, check_seconds
 
 from .audio_io import (
+    TARGET_RMS,
     ReferenceAudio,
     load_reference_audio,
     load_speech,
@@ -46,6 +47,8 @@ from .tts import chunk_bytes, chunk_text, finish_reference_text
 
 SPEED = Range(0.25, 4.0)
 """Speaking-rate factors the duration estimates accept (1.0: the natural rate)."""
+TARGET_LOUDNESS = Range(0.0, 1.0, open_low=True)
+"""RMS a quiet reference is raised to (F5-TTS's ``target_rms``)."""
 
 
 class F5AudioCodec:
@@ -89,6 +92,8 @@ class F5AudioCodec:
             TaskInput("ref_audio", f"reference voice, a 3-12 s clip{needs_reference}", required=self.aligned is False),
             TaskInput("ref_text", "transcript of ref_audio"),
             TaskInput("speed", f"speaking-rate factor, {SPEED.describe()} (default 1.0)"),
+            TaskInput("target_rms", f"loudness the reference is raised to when quieter, {TARGET_LOUDNESS.describe()} "
+                      f"(default {TARGET_RMS}, F5-TTS's target_rms); the output gets the reference's loudness back"),
         )
 
     # ------------------------------------------------------------------------------------------ encode
@@ -102,8 +107,10 @@ class F5AudioCodec:
             encoded.state["role"] = role
             return encoded
         speed = SPEED.check("speed (--speed)", inputs.get("speed", 1.0), "1.0 is the natural speaking rate")
-        reference, ref_text = self._reference(inputs.get("ref_audio"), inputs.get("ref_text"))
-        state = {"text": text, "ref_text": ref_text, "reference": reference, "speed": speed}
+        target = TARGET_LOUDNESS.check("target_rms (--target-rms)", inputs.get("target_rms", TARGET_RMS),
+                                       f"{TARGET_RMS} is F5-TTS's default")
+        reference, ref_text = self._reference(inputs.get("ref_audio"), inputs.get("ref_text"), target)
+        state = {"text": text, "ref_text": ref_text, "reference": reference, "speed": speed, "target_rms": target}
         prompt = None
         if reference is not None:
             prompt = self.mel.time_major(torch.from_numpy(reference.waveform))[0]
@@ -111,7 +118,7 @@ class F5AudioCodec:
         encoded.estimate = self._estimate(encoded, text)
         return encoded
 
-    def _reference(self, ref_audio, ref_text) -> tuple[ReferenceAudio | None, str | None]:
+    def _reference(self, ref_audio, ref_text, target_rms: float) -> tuple[ReferenceAudio | None, str | None]:
         if ref_audio is None:
             if not self.aligned:
                 raise InputError("this model conditions on F5-TTS filler-padded text and needs a reference voice: "
@@ -121,7 +128,8 @@ class F5AudioCodec:
             return None, None
         if not ref_text or not str(ref_text).strip():
             raise InputError("ref_audio was given without ref_text; give the transcript of the reference")
-        reference = ref_audio if isinstance(ref_audio, ReferenceAudio) else load_reference_audio(ref_audio)
+        reference = ref_audio if isinstance(ref_audio, ReferenceAudio) else load_reference_audio(
+            ref_audio, target_rms=target_rms)
         return reference, finish_reference_text(ref_text)
 
     def _encode_speech(self, audio, text) -> EncodedStream:
@@ -216,7 +224,7 @@ class F5AudioCodec:
         device = next(iter(vocoder.state_dict().values()), latent).device
         wave = vocoder.decode(latent.T[None].to(device, torch.float32))[0].float().cpu().numpy()
         if state.get("reference") is not None:
-            wave = restore_rms(wave, state["reference"].original_rms)
+            wave = restore_rms(wave, state["reference"].original_rms, state["target_rms"])
         elif state.get("audio_rms") is not None:
             wave = restore_rms(wave, state["audio_rms"])
         return {"audio": wave.astype(np.float32)}

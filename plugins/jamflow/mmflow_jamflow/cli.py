@@ -25,7 +25,76 @@ examples:
   # regenerate 1.0-1.6 s of speech and mouth, keep the rest exactly
   mmflow generate --task edit --audio a.wav --motion a.npz --text "Full new transcript." \\
       --span audio:1.0:1.6 --span motion:1.0:1.6 --out outputs/edit
+  # F5-TTS's options: text from a file, silences shortened, a TOML config (F5-TTS's keys work too)
+  mmflow generate --gen-file story.txt --remove-silence --sway -1 --cross-fade 0.15 --out outputs/story
+  mmflow generate --config basic.toml
 """
+
+F5_CONFIG_KEYS = {
+    "gen_text": "text", "gen_file": "gen_file", "ref_audio": "ref_audio", "ref_text": "ref_text",
+    "remove_silence": "remove_silence", "output_dir": "out", "output_file": "output_file", "target_rms": "target_rms",
+    "cross_fade_duration": "cross_fade", "nfe_step": "steps", "cfg_strength": "cfg",
+    "sway_sampling_coef": "sway", "speed": "speed", "device": "device", "vocoder": "vocoder",
+}
+"""``f5-tts_infer-cli`` TOML keys and the options they set here (same meanings)."""
+F5_UNSUPPORTED = {
+    "model": "a JAM-Flow folder goes in `model` / --model (F5-TTS's architecture names do not apply)",
+    "ckpt_file": "build a JAM-Flow folder from an F5-TTS checkpoint with `mmflow build-jamflow`",
+    "vocab_file": "the vocabulary is part of a JAM-Flow folder (`mmflow build-jamflow --vocab`)",
+    "fix_duration": "use `duration` (seconds after the reference; F5-TTS counts the reference too)",
+}
+
+
+def read_config(path: str) -> dict:
+    """A TOML config as option defaults: this command's option names (``ref_text``, ``steps``...) and
+    ``f5-tts_infer-cli``'s keys (``gen_text``, ``nfe_step``...); empty strings count as unset, as in F5-TTS."""
+    import tomllib
+
+    try:
+        with open(path, "rb") as handle:
+            data = tomllib.load(handle)
+    except FileNotFoundError:
+        raise FileNotFoundError(f"--config {path!r} does not exist") from None
+    except tomllib.TOMLDecodeError as error:
+        raise ValueError(f"--config {path!r} is not valid TOML: {error}") from None
+    own = {action.dest for action in _generate_subparser(generate_parser())._actions
+           if action.dest not in ("help", "config")}
+    defaults = {}
+    for key, value in data.items():
+        if key in F5_UNSUPPORTED:
+            raise ValueError(f"--config {path!r}: key {key!r} is not supported here: {F5_UNSUPPORTED[key]}")
+        dest = F5_CONFIG_KEYS.get(key, key)
+        if dest not in own:
+            raise ValueError(f"--config {path!r}: unknown key {key!r}; use this command's option names "
+                             f"({', '.join(sorted(own))}) or F5-TTS's ({', '.join(sorted(F5_CONFIG_KEYS))})")
+        if value != "":
+            defaults[dest] = value
+    return defaults
+
+
+def generate_parser() -> argparse.ArgumentParser:
+    """The parser of ``mmflow generate`` for JAM-Flow models."""
+    parser = argparse.ArgumentParser(prog="mmflow")
+    add_generate(parser.add_subparsers())
+    return parser
+
+
+def _generate_subparser(parser: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    return parser._subparsers._group_actions[0].choices["generate"]
+
+
+def parse_generate_args(argv: list[str]) -> argparse.Namespace:
+    """``mmflow generate`` arguments; a ``--config FILE.toml`` supplies defaults that flags override."""
+    early = argparse.ArgumentParser(add_help=False)
+    early.add_argument("--config")
+    known, _ = early.parse_known_args(argv)
+    parser = generate_parser()
+    if known.config:
+        _generate_subparser(parser).set_defaults(**read_config(known.config))
+    args = parser.parse_args(["generate", *argv])
+    if not args.out:
+        parser.error("--out (or output_dir in --config) is required")
+    return args
 
 
 def _spans(args) -> dict[str, list]:
@@ -57,6 +126,19 @@ def run_generate(args) -> int:
     from .outputs import OUTPUT_KINDS, output_paths
     from .validation import check_call_arguments
 
+    if args.gen_file:
+        if args.text:
+            raise ValueError("give the text with --text or --gen-file, not both")
+        try:
+            args.text = Path(args.gen_file).read_text(encoding="utf-8").strip()
+        except (OSError, UnicodeDecodeError) as error:
+            raise ValueError(f"--gen-file {args.gen_file!r}: cannot read it as UTF-8 text ({error})") from None
+    if args.output_file:
+        name = Path(args.output_file)
+        if name.suffix.lower() != ".wav" or name.name != args.output_file:
+            raise ValueError(f"--output-file {args.output_file!r} must be a file name ending in .wav (the wav's name "
+                             f"in --out; the other outputs take the same stem)")
+        args.stem = name.stem
     kinds = [kind.strip() for kind in args.outputs.split(",") if kind.strip()]
     unknown = sorted(set(kinds) - set(OUTPUT_KINDS))
     if unknown:
@@ -64,7 +146,8 @@ def run_generate(args) -> int:
     for path in output_paths(args.out, args.stem, kinds)[0].values():
         check_replaceable_file(path)
     check_call_arguments(speed=args.speed, duration=args.duration, num_inference_steps=args.steps,
-                         guidance_scale=_guidance(args), seed=args.seed, spans=_spans(args))
+                         guidance_scale=_guidance(args), seed=args.seed, spans=_spans(args),
+                         sway_coefficient=args.sway, cross_fade=args.cross_fade)
     with output_folder(args.out) as folder, folder_lock(folder):
         return _generate_into(Path(args.out), kinds, args)
 
@@ -77,6 +160,10 @@ def _generate_into(out: Path, kinds: list[str], args) -> int:
 
     model = Path(args.model) if args.model else default_model_path()
     pipe = JAMFlowPipeline.from_pretrained(model)
+    if args.vocoder:  # this run's vocoder instead of the folder's
+        from mmflow_audio_f5tts.vocoder import load_vocoder
+
+        pipe.register_modules(vocoder=None if args.vocoder == "griffin-lim" else load_vocoder(args.vocoder))
     pipe.to(args.device)
     spans, guidance = _spans(args), _guidance(args)
     portrait = args.portrait
@@ -99,11 +186,17 @@ def _generate_into(out: Path, kinds: list[str], args) -> int:
         spans=spans or None,
         duration=args.duration,
         speed=args.speed,
+        target_rms=args.target_rms,
         num_inference_steps=args.steps,
         guidance_scale=guidance,
         uncond_joint_view={stream: False for stream in args.uncond_joint_off or []},
+        joint_attention=args.joint_attention,
         seed=args.seed,
+        sway_coefficient=args.sway,
+        cross_fade=args.cross_fade,
     )
+    if args.remove_silence:
+        result = result.remove_silence()
     with torch.no_grad():
         written = result.save(out, stem=args.stem, kinds=kinds)
     for path in written:
@@ -121,9 +214,12 @@ def add_generate(subparsers) -> None:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--task", default="talking_head",
-                        choices=["talking_head", "tts", "audio_to_motion", "dubbing", "video_to_video", "edit"])
+                        help="a task of the model (`mmflow tasks`; default talking_head)")
+    parser.add_argument("--config", help="TOML file of option defaults (these option names, or f5-tts_infer-cli's "
+                        "keys such as gen_text, nfe_step, cfg_strength); flags override it")
     parser.add_argument("--model", help="saved JAMFlowPipeline folder (default: the embedded default model)")
     parser.add_argument("--text", help="text to say (edit: the transcript of the result)")
+    parser.add_argument("--gen-file", help="read the text to say from this UTF-8 file (F5-TTS's --gen_file)")
     parser.add_argument("--ref-audio", help="reference voice clip (3-12 s)")
     parser.add_argument("--ref-text", help="transcript of --ref-audio")
     parser.add_argument("--audio", help="given speech (audio_to_motion, edit)")
@@ -140,6 +236,17 @@ def add_generate(subparsers) -> None:
     parser.add_argument("--span", type=span_argument, action="append", help="edit: STREAM:START:END seconds (repeatable)")
     parser.add_argument("--duration", type=float, help="seconds to generate (default: from the text or input)")
     parser.add_argument("--speed", type=float, default=1.0, help="speaking rate factor")
+    parser.add_argument("--target-rms", type=float, help="loudness a quiet reference is raised to (default 0.1, "
+                        "F5-TTS's --target_rms)")
+    parser.add_argument("--sway", type=float, help="sway sampling coefficient in [-1, 1] (default: the model's "
+                        "scheduler; F5-TTS's --sway_sampling_coef)")
+    parser.add_argument("--cross-fade", type=float, help="seconds of cross-fade between text chunks (default 0.16; "
+                        "F5-TTS's --cross_fade_duration)")
+    parser.add_argument("--remove-silence", action="store_true", help="shorten silences over 1 s in the outputs, "
+                        "speech, motion and video alike (F5-TTS's --remove_silence)")
+    parser.add_argument("--vocoder", help="a Vocos folder or 'griffin-lim' for this run (default: the model's)")
+    parser.add_argument("--joint-attention", action=argparse.BooleanOptionalAction, default=True,
+                        help="couple speech and motion (--no-joint-attention: each stream alone, the ablation)")
     parser.add_argument("--steps", type=int, help="solver steps (default: the model's scheduler)")
     parser.add_argument("--cfg", type=float, default=2.0, help="classifier-free guidance scale, all streams")
     parser.add_argument("--cfg-audio", type=float, help="guidance scale of the audio stream")
@@ -148,8 +255,10 @@ def add_generate(subparsers) -> None:
                         help="switch this stream's joint view off in the unconditional pass (repeatable)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--out", required=True, help="output folder")
+    parser.add_argument("--out", help="output folder (required, here or as output_dir in --config)")
     parser.add_argument("--stem", default="sample", help="output file name stem")
+    parser.add_argument("--output-file", help="name of the wav in --out, e.g. speech.wav (F5-TTS's --output_file); "
+                        "the other outputs take its stem")
     parser.add_argument("--outputs", default="wav,npz,pkl,mp4", help="comma-separated kinds to write")
     parser.set_defaults(run=_generate)
 

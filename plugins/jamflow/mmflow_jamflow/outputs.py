@@ -34,6 +34,25 @@ class JAMFlowOutput(BaseOutput):
     def __len__(self) -> int:  # BaseOutput is an OrderedDict; the number of prompts reads better here
         return len(next(v for v in (self.audios, self.motions, self.videos) if v is not None))
 
+    def remove_silence(self, min_silence: float = 1.0, keep: float = 0.5, threshold_db: float = -50.0) -> JAMFlowOutput:
+        """Shorten silences of ``min_silence`` s or more to ``keep`` s on each side, as F5-TTS's ``remove_silence``
+        does (pydub's ``split_on_silence``: 1 s, −50 dBFS, 0.5 s kept), cutting the motion, the video and the mel at
+        the same instants so they stay in sync. A new output; this one is unchanged."""
+        if self.audios is None:
+            return self
+        kept = [_voiced_spans(a, self.sample_rate, self.fps, min_silence, keep, threshold_db) for a in self.audios]
+
+        def cut(items, rate):
+            if items is None:
+                return None
+            return [None if item is None else np.concatenate([item[round(a * rate): round(b * rate)] for a, b in spans])
+                    for item, spans in zip(items, kept, strict=True)]
+
+        mel_rate = self.sample_rate / 256
+        return JAMFlowOutput(audios=cut(self.audios, self.sample_rate), motions=cut(self.motions, self.fps),
+                             videos=cut(self.videos, self.fps), mels=cut(self.mels, mel_rate),
+                             sample_rate=self.sample_rate, fps=self.fps)
+
     def save(self, out_dir: str | os.PathLike, stem: str = "sample", kinds=OUTPUT_KINDS) -> list[Path]:
         """Write ``<stem>[_i].wav/.npz/.pkl/.mp4`` into ``out_dir`` (only what this output holds).
 
@@ -64,6 +83,34 @@ class JAMFlowOutput(BaseOutput):
         for path in written:
             logger.info("wrote %s", path)
         return written
+
+
+def _voiced_spans(audio: np.ndarray, sample_rate: int, fps: float, min_silence: float, keep: float,
+                  threshold_db: float) -> list[tuple[float, float]]:
+    """The ``(start, end)`` seconds to keep: everything but the middle of silences longer than ``min_silence``,
+    on the motion's frame grid (so every stream is cut at the same instant)."""
+    hop = max(1, round(sample_rate / fps))  # one motion frame of samples
+    frames = len(audio) // hop
+    if frames == 0:
+        return [(0.0, len(audio) / sample_rate)]
+    power = np.square(audio[: frames * hop].astype(np.float64)).reshape(frames, hop).mean(1)
+    silent = 10 * np.log10(np.maximum(power, 1e-20)) < threshold_db
+    spans, start, run_start = [], 0, None
+    keep_frames, min_frames = int(keep * fps + 0.5), int(min_silence * fps + 0.5)
+    for i, quiet in enumerate([*silent, False]):
+        if quiet and run_start is None:
+            run_start = i
+        elif not quiet and run_start is not None:
+            if i - run_start >= min_frames:
+                head = run_start + keep_frames if run_start > 0 else run_start  # leading silence: no head to keep
+                tail = i - keep_frames if i < frames else i
+                if tail > head:
+                    spans.append((start, head))
+                    start = tail
+            run_start = None
+    spans.append((start, None))
+    end = len(audio) / sample_rate
+    return [(a / fps, end if b is None else b / fps) for a, b in spans if b is None or b > a]
 
 
 def check_stem(stem: str) -> str:

@@ -91,13 +91,9 @@ class JAMFlowPipeline(MMFlowPipeline):
     @classmethod
     def cli_main(cls, argv: list[str], folder) -> int:
         """``mmflow generate`` for a JAM-Flow folder: JAM-Flow's own flags (``--text``, ``--portrait``...)."""
-        import argparse
+        from .cli import parse_generate_args
 
-        from .cli import add_generate
-
-        parser = argparse.ArgumentParser(prog="mmflow")
-        add_generate(parser.add_subparsers())
-        args = parser.parse_args(["generate", *argv])
+        args = parse_generate_args(argv)
         args.model = args.model or str(folder)
         return args.run(args)
 
@@ -126,11 +122,14 @@ class JAMFlowPipeline(MMFlowPipeline):
         spans: Mapping[str, Sequence[tuple[float, float]]] | None = None,
         duration: float | None = None,
         speed: float | None = None,
+        target_rms: float | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | Mapping[str, float] = 2.0,
         uncond_joint_view: Mapping[str, bool] | None = None,
         joint_attention: bool = True,
         seed: int | Sequence[int] = 0,
+        sway_coefficient: float | None = None,
+        cross_fade: float | None = None,
         output_type: str = "np",
         progress: bool = True,
     ) -> JAMFlowOutput:
@@ -154,23 +153,28 @@ class JAMFlowPipeline(MMFlowPipeline):
             spans: ``edit``: ``{"audio": [(start, end)], "motion": [...]}`` seconds to regenerate.
             duration: Seconds to generate (after the reference); default: from the text or the given streams.
             speed: Speaking-rate factor of the duration estimate (default 1.0).
+            target_rms: Loudness a quiet reference is raised to (default 0.1, F5-TTS's ``target_rms``).
             num_inference_steps: Solver steps (default: the scheduler's).
             guidance_scale: CFG scale, one for all streams or per stream ``{"audio": 2, "motion": 2}``.
             uncond_joint_view: Per stream joint view in the unconditional pass (JAM-Flow's guidance variant).
             joint_attention: False runs every stream with its joint view off (the ablation of the coupling).
             seed: Noise seed; prompt i uses ``seed + i`` (or one seed per prompt).
+            sway_coefficient: Sway sampling for this call (default: the scheduler's).
+            cross_fade: Seconds of cross-fade between the text chunks of long filler-text prompts (default 0.16).
             output_type: ``"np"`` (waveforms, expressions, frames) or ``"latent"`` (mel and normalised motion).
             progress: Progress bars over sampling and rendering.
         """
         inputs = {"text": text, "ref_audio": ref_audio, "ref_text": ref_text, "audio": audio, "motion": motion}
         settings = {"portrait": portrait if output_type == "np" else None, "renderer": renderer,
-                    "liveportrait_weights": liveportrait_weights, "idle": idle, "size": size, "speed": speed}
+                    "liveportrait_weights": liveportrait_weights, "idle": idle, "size": size, "speed": speed,
+                    "target_rms": target_rms}
         declared = {item.name for item in self.task_inputs(task)}  # settings a task has no use for are left out
         inputs.update({name: value for name, value in settings.items() if name in declared})
         result = super().__call__(
             task, spans=spans, duration=duration, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, uncond_joint_view=uncond_joint_view, joint_attention=joint_attention,
-            seed=seed, output_type=output_type, progress=progress,
+            seed=seed, sway_coefficient=sway_coefficient, cross_fade=cross_fade, output_type=output_type,
+            progress=progress,
             **{name: value for name, value in inputs.items() if value is not None},
         )
         mels = [latent[AUDIO].float().cpu().numpy() for latent in result.latents]

@@ -23,8 +23,10 @@ def check_call_arguments(
     guidance_scale: float | Mapping[str, float] = 2.0,
     seed: int | Sequence[int] = 0,
     spans: Mapping[str, Sequence[tuple[float, float]]] | None = None,
+    **call,
 ) -> None:
-    """Refuse any number of a JAM-Flow call outside its range, naming the argument, the range and the fix."""
+    """Refuse any number of a JAM-Flow call outside its range, naming the argument, the range and the fix
+    (``call``: the generic pipeline's other numbers, e.g. ``sway_coefficient``)."""
     SPEED.check("speed (--speed)", speed, "1.0 is the natural speaking rate")
     validation.check_call_arguments(duration=duration, num_inference_steps=num_inference_steps,
-                                    guidance_scale=guidance_scale, seed=seed, spans=spans)
+                                    guidance_scale=guidance_scale, seed=seed, spans=spans, **call)
