@@ -95,3 +95,22 @@ def test_mmflow_app_is_a_command(capsys):
         mmflow_main(["app", "--help"])
     out = capsys.readouterr().out
     assert "--share" in out and "127.0.0.1" in out
+
+
+def test_the_mouth_plot_follows_the_speech_envelope_per_video_frame():
+    pytest.importorskip("mmflow_jamflow", reason="install plugins/jamflow (scripts/setup.sh does)")
+    from mmflow_jamflow.app_widgets import mouth_and_envelope
+    from mmflow_motion_liveportrait.render import expression_for_opening
+
+    rate, fps = 24_000, 25.0
+    audio = np.zeros(rate, np.float32)  # 1 s: silence, then a tone at a quarter of full scale, then full scale
+    audio[rate // 2:] = 0.25 * np.sin(np.arange(rate // 2) * 0.3)
+    audio[3 * rate // 4:] *= 4
+    opening = np.linspace(0, 1, 25)
+    curves = mouth_and_envelope(audio, expression_for_opening(opening), rate, fps)
+    np.testing.assert_allclose(curves["time"], np.arange(25) / fps)
+    np.testing.assert_allclose(curves["mouth opening"], opening, atol=1e-6)
+    envelope = curves["speech envelope"]
+    assert envelope.shape == (25,) and np.all(envelope[:12] == 0) and envelope.max() == 1
+    np.testing.assert_allclose(envelope[13:18], 0.25, atol=0.01)
+    np.testing.assert_allclose(envelope[19:], 1.0, atol=0.01)

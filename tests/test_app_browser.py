@@ -121,6 +121,10 @@ def test_a_sentence_becomes_a_video_with_sound_in_the_browser(app_url, browser, 
                                                      "v.duration;", video))
     assert duration > 0.3
     assert browser.find_elements(By.CSS_SELECTOR, "#output-audio audio, #output-audio [data-testid], #output-audio")
+    # offline: every script, style, font and file the page loaded came from the app itself
+    loaded = browser.execute_script("return performance.getEntriesByType('resource').map(e => e.name);")
+    elsewhere = [name for name in loaded if not name.startswith((app_url, "data:", "blob:"))]
+    assert loaded and not elsewhere, elsewhere
     shot = os.environ.get("MMFLOW_APP_SCREENSHOT")
     if shot:
         Path(shot).parent.mkdir(parents=True, exist_ok=True)

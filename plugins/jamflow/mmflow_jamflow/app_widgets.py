@@ -15,6 +15,8 @@ from mmflow.app import AppWidgets
 from mmflow.tasks import TaskInput, TaskPreset
 
 AUDIO_SOURCES = ["upload", "microphone"]
+NUMBERS = {"speed": 1.0, "target_rms": 0.1}
+"""Numeric inputs and their defaults (a Number widget always holds a number, so it starts at the default)."""
 MOTION_FILES = [".pkl", ".npz", ".mp4", ".mov", ".avi", ".webm", ".mkv"]
 
 
@@ -52,8 +54,8 @@ class JAMFlowWidgets(AppWidgets):
             return gr.File(label=f"{label}: {item.description}", type="filepath", file_types=MOTION_FILES)
         if name == "idle":
             return gr.Dropdown(["natural", "off"], value="natural", label=label, info=item.description)
-        if name == "speed":
-            return gr.Number(value=1.0, label=label, info=item.description)
+        if name in NUMBERS:
+            return gr.Number(value=NUMBERS[name], label=label, info=item.description)
         if name == "size":
             return gr.Number(value=0, precision=0, label=f"{label} (0: the default)", info=item.description)
         if name == "liveportrait_weights":
@@ -73,7 +75,7 @@ class JAMFlowWidgets(AppWidgets):
             gr.Audio(label="speech (wav)", type="filepath", elem_id="output-audio"),
             gr.File(label="files: wav, motion (.npz, LivePortrait .pkl), mp4", file_count="multiple"),
             gr.LinePlot(x="time", y="value", color="series", label="mouth opening and speech envelope",
-                        x_title="seconds", y_title="0-1", height=240),
+                        x_title="seconds", y_title="0-1", height=300),
         ]
 
     def save(self, pipe, result, folder: Path) -> list[Path]:
