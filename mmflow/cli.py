@@ -48,16 +48,39 @@ def _tasks(args) -> int:
 
 
 def _demo(args) -> int:
-    return int(get_registry().demo(args.name)(args.demo_args) or 0)
+    registry = get_registry()
+    if args.name is None:  # `mmflow demo`: what there is to run
+        for name in sorted(registry.demos):
+            demo = registry.demos[name]
+            doc = (demo.__doc__ or sys.modules[demo.__module__].__doc__ or "").strip().splitlines()
+            print(f"{name}  [{registry.owners[('demos', name)]}]  {doc[0] if doc else ''}")
+        return 0
+    return int(registry.demo(args.name)(args.demo_args) or 0)
+
+
+def _versions() -> str:
+    """mmflow's version and every installed plugin's (``mmflow --version``)."""
+    from . import __version__
+
+    plugins = ", ".join(f"{info.distribution} {info.version}" for info in get_registry().plugins
+                        if info.distribution != "mmflow")
+    return f"mmflow {__version__}" + (f" (plugins: {plugins})" if plugins else "")
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="mmflow", description="Multimodal flow-matching models.")
+    if argv is None:
+        argv = sys.argv[1:]
+    if argv[:1] == ["--version"]:
+        print(_versions())
+        return 0
+    parser.add_argument("--version", action="store_true", help="print the versions of mmflow and its plugins")
     commands = parser.add_subparsers(dest="command", required=True)
     commands.add_parser("plugins", help="list installed plugins and what they register").set_defaults(run=_plugins)
     commands.add_parser("tasks", help="list the tasks the installed plugins register").set_defaults(run=_tasks)
-    demo = commands.add_parser("demo", help="run a demo registered by a plugin (e.g. `mmflow demo toy`)")
-    demo.add_argument("name", help="demo name (see `mmflow plugins`)")
+    demo = commands.add_parser("demo", help="run a demo registered by a plugin (e.g. `mmflow demo toy`); "
+                               "without a name, list them")
+    demo.add_argument("name", nargs="?", help="demo name (without one: the list of demos)")
     demo.add_argument("demo_args", nargs=argparse.REMAINDER, help="arguments passed to the demo")
     demo.set_defaults(run=_demo)
     try:

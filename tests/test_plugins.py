@@ -68,5 +68,9 @@ def test_cli_lists_plugins(capsys):
     assert "glow_from_beat_and_pose  [tri_stream]" in out or "tri_stream" not in out
     assert "    signal: the signal stream, an array (frames, 1) at 50 frames/s" in out
     assert "tts  [jamflow]" in out and "absent: motion" in out and "    text: text to say" in out
+    assert cli_main(["demo"]) == 0  # the list of demos, with the line that says what each does
+    assert "toy  [toy_gesture]  ``mmflow demo toy``: train a two-stream MMDiT" in capsys.readouterr().out
+    assert cli_main(["--version"]) == 0
+    assert capsys.readouterr().out.startswith("mmflow 0.1.0 (plugins: ")
     assert cli_main(["demo", "no_such_demo"]) == 2
     assert "no demo named 'no_such_demo'" in capsys.readouterr().err
