@@ -130,6 +130,41 @@ def to_mono(audio: np.ndarray) -> np.ndarray:
     return audio.mean(axis=0, dtype=np.float64).astype(np.float32)
 
 
+RESAMPLERS = ("soxr", "f5")
+"""``soxr``: band-limited, linear phase (the default); ``f5``: F5-TTS's own (torchaudio's windowed sinc)."""
+
+
+def sinc_resample(audio: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE) -> np.ndarray:
+    """Resample as F5-TTS's inference does (``torchaudio.transforms.Resample`` defaults: a Hann-windowed sinc of
+    6 zero crossings, roll-off 0.99, the kernel computed in float64 and applied in float32).
+
+    Unlike soxr it leaves images above the source's Nyquist frequency (e.g. above 8 kHz for a 16 kHz clip): what an
+    official F5-TTS checkpoint's references looked like in F5-TTS's own inference.
+    """
+    import math
+
+    import torch
+
+    if orig_rate == target_rate:
+        return np.asarray(audio, np.float32)
+    gcd = math.gcd(int(orig_rate), int(target_rate))
+    orig, new = int(orig_rate) // gcd, int(target_rate) // gcd
+    zeros, rolloff = 6, 0.99
+    cutoff = min(orig, new) * rolloff
+    width = math.ceil(zeros * orig / cutoff)
+    offsets = torch.arange(-width, width + orig, dtype=torch.float64)[None, None] / orig
+    t = (torch.arange(0, -new, -1)[:, None, None] / new + offsets) * cutoff
+    t = t.clamp(-zeros, zeros)
+    window = torch.cos(t * math.pi / zeros / 2) ** 2
+    t = t * math.pi
+    kernel = torch.where(t == 0, torch.ones((), dtype=t.dtype), t.sin() / t) * window * (cutoff / orig)
+    wave = torch.as_tensor(np.asarray(audio, np.float32))[None, None]
+    length = wave.shape[-1]
+    padded = torch.nn.functional.pad(wave, (width, width + orig))
+    out = torch.nn.functional.conv1d(padded, kernel.float(), stride=orig).transpose(1, 2).reshape(-1)
+    return out[: math.ceil(new * length / orig)].numpy()
+
+
 def resample(
     audio: np.ndarray, orig_rate: int, target_rate: int = SAMPLE_RATE, *, quality: str = "HQ"
 ) -> np.ndarray:
@@ -257,13 +292,17 @@ def load_reference_audio(
     target_rms: float = TARGET_RMS,
     max_seconds: float = MAX_REFERENCE_SECONDS,
     min_seconds: float = MIN_REFERENCE_SECONDS,
+    resampler: str = "soxr",
 ) -> ReferenceAudio:
     """Read and condition a reference (prompt) clip like F5-TTS inference.
 
-    Order as in F5-TTS: clip to ``max_seconds`` → mono → RMS-normalise (raise only) → resample.
+    Order as in F5-TTS: clip to ``max_seconds`` → mono → RMS-normalise (raise only) → resample (``resampler``:
+    ``soxr``, or ``f5`` for F5-TTS's exact windowed-sinc resampling, :func:`sinc_resample`).
     Raises :class:`AudioInputError` naming the file if it is unreadable, empty, silent or shorter
     than ``min_seconds``.
     """
+    if resampler not in RESAMPLERS:
+        raise ValueError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
     audio, rate = read_audio(path)
     mono = require_audible(to_mono(audio), path, "a reference")
     seconds = mono.shape[-1] / rate
@@ -274,7 +313,8 @@ def load_reference_audio(
         )
     mono = clip_reference(mono, rate, max_seconds, source=str(path))
     normalised, original_rms = normalize_rms(mono, target_rms)
-    waveform = resample(normalised, rate, sample_rate)
+    waveform = sinc_resample(normalised, rate, sample_rate) if resampler == "f5" else resample(normalised, rate,
+                                                                                              sample_rate)
     return ReferenceAudio(
         waveform=waveform, sample_rate=sample_rate, original_rms=original_rms, source=str(path)
     )

@@ -31,6 +31,7 @@ from mmflow.tasks import TaskInput
 from mmflow.validation import Range, check_seconds
 
 from .audio_io import (
+    RESAMPLERS,
     TARGET_RMS,
     ReferenceAudio,
     load_reference_audio,
@@ -94,6 +95,8 @@ class F5AudioCodec:
             TaskInput("speed", f"speaking-rate factor, {SPEED.describe()} (default 1.0)"),
             TaskInput("target_rms", f"loudness the reference is raised to when quieter, {TARGET_LOUDNESS.describe()} "
                       f"(default {TARGET_RMS}, F5-TTS's target_rms); the output gets the reference's loudness back"),
+            TaskInput("resampler", f"how a reference at another rate is resampled: one of {RESAMPLERS} (default soxr; "
+                      f"f5: F5-TTS's exact windowed sinc)"),
         )
 
     # ------------------------------------------------------------------------------------------ encode
@@ -109,7 +112,10 @@ class F5AudioCodec:
         speed = SPEED.check("speed (--speed)", inputs.get("speed", 1.0), "1.0 is the natural speaking rate")
         target = TARGET_LOUDNESS.check("target_rms (--target-rms)", inputs.get("target_rms", TARGET_RMS),
                                        f"{TARGET_RMS} is F5-TTS's default")
-        reference, ref_text = self._reference(inputs.get("ref_audio"), inputs.get("ref_text"), target)
+        resampler = inputs.get("resampler", "soxr")
+        if resampler not in RESAMPLERS:
+            raise InputError(f"resampler must be one of {RESAMPLERS}, got {resampler!r}")
+        reference, ref_text = self._reference(inputs.get("ref_audio"), inputs.get("ref_text"), target, resampler)
         state = {"text": text, "ref_text": ref_text, "reference": reference, "speed": speed, "target_rms": target}
         prompt = None
         if reference is not None:
@@ -118,7 +124,8 @@ class F5AudioCodec:
         encoded.estimate = self._estimate(encoded, text)
         return encoded
 
-    def _reference(self, ref_audio, ref_text, target_rms: float) -> tuple[ReferenceAudio | None, str | None]:
+    def _reference(self, ref_audio, ref_text, target_rms: float, resampler: str) -> tuple[ReferenceAudio | None,
+                                                                                        str | None]:
         if ref_audio is None:
             if not self.aligned:
                 raise InputError("this model conditions on F5-TTS filler-padded text and needs a reference voice: "
@@ -129,7 +136,7 @@ class F5AudioCodec:
         if not ref_text or not str(ref_text).strip():
             raise InputError("ref_audio was given without ref_text; give the transcript of the reference")
         reference = ref_audio if isinstance(ref_audio, ReferenceAudio) else load_reference_audio(
-            ref_audio, target_rms=target_rms)
+            ref_audio, target_rms=target_rms, resampler=resampler)
         return reference, finish_reference_text(ref_text)
 
     def _encode_speech(self, audio, text) -> EncodedStream:

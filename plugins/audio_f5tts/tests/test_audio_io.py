@@ -273,3 +273,31 @@ def test_write_wav_never_replaces_a_folder(tmp_path):
         write_wav(tmp_path / "out.wav", np.zeros(100, np.float32))
     assert (tmp_path / "out.wav" / "precious.txt").read_text() == "the user's"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["out.wav"]
+
+
+@pytest.mark.parametrize("rate", [16000, 22050, 44100, 48000])
+def test_f5_resampler_equals_torchaudio_bit_for_bit(rate):
+    """F5-TTS resamples references with torchaudio's default Resample; ``sinc_resample`` reproduces it exactly."""
+    torchaudio = pytest.importorskip("torchaudio")
+    import torch
+
+    from mmflow_audio_f5tts.audio_io import sinc_resample
+
+    wave = (np.random.default_rng(rate).standard_normal(rate // 2) * 0.1).astype(np.float32)
+    reference = torchaudio.transforms.Resample(rate, 24000)(torch.from_numpy(wave)[None])[0].numpy()
+    np.testing.assert_array_equal(sinc_resample(wave, rate, 24000), reference)
+
+
+def test_the_f5_resampler_keeps_the_images_above_the_source_nyquist(tmp_path):
+    """A 16 kHz reference: soxr leaves nothing above 8 kHz, F5-TTS's sinc leaves its images there."""
+    from mmflow_audio_f5tts.audio_io import load_reference_audio
+
+    t = np.arange(16000 * 2) / 16000
+    write_wav(tmp_path / "ref16k.wav", (0.3 * np.sin(2 * np.pi * 7000 * t)).astype(np.float32), 16000)
+    def high_band(resampler):
+        wave = load_reference_audio(tmp_path / "ref16k.wav", resampler=resampler).waveform
+        spectrum = np.abs(np.fft.rfft(wave))
+        return spectrum[np.fft.rfftfreq(len(wave), 1 / 24000) > 8500].max() / spectrum.max()
+    assert high_band("soxr") < 1e-3 < high_band("f5")
+    with pytest.raises(ValueError, match="resampler must be one of"):
+        load_reference_audio(tmp_path / "ref16k.wav", resampler="linear")

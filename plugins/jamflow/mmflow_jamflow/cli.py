@@ -187,6 +187,7 @@ def _generate_into(out: Path, kinds: list[str], args) -> int:
         duration=args.duration,
         speed=args.speed,
         target_rms=args.target_rms,
+        resampler=args.resampler,
         num_inference_steps=args.steps,
         guidance_scale=guidance,
         uncond_joint_view={stream: False for stream in args.uncond_joint_off or []},
@@ -238,6 +239,8 @@ def add_generate(subparsers) -> None:
     parser.add_argument("--speed", type=float, default=1.0, help="speaking rate factor")
     parser.add_argument("--target-rms", type=float, help="loudness a quiet reference is raised to (default 0.1, "
                         "F5-TTS's --target_rms)")
+    parser.add_argument("--resampler", choices=["soxr", "f5"], help="resampling of a reference at another rate: "
+                        "soxr (default) or f5 (F5-TTS's exact windowed sinc, as its own inference does)")
     parser.add_argument("--sway", type=float, help="sway sampling coefficient in [-1, 1] (default: the model's "
                         "scheduler; F5-TTS's --sway_sampling_coef)")
     parser.add_argument("--cross-fade", type=float, help="seconds of cross-fade between text chunks (default 0.16; "

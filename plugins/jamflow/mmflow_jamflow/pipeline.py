@@ -123,6 +123,7 @@ class JAMFlowPipeline(MMFlowPipeline):
         duration: float | None = None,
         speed: float | None = None,
         target_rms: float | None = None,
+        resampler: str | None = None,
         num_inference_steps: int | None = None,
         guidance_scale: float | Mapping[str, float] = 2.0,
         uncond_joint_view: Mapping[str, bool] | None = None,
@@ -154,6 +155,7 @@ class JAMFlowPipeline(MMFlowPipeline):
             duration: Seconds to generate (after the reference); default: from the text or the given streams.
             speed: Speaking-rate factor of the duration estimate (default 1.0).
             target_rms: Loudness a quiet reference is raised to (default 0.1, F5-TTS's ``target_rms``).
+            resampler: ``"soxr"`` (default) or ``"f5"`` (F5-TTS's exact windowed sinc) for references at other rates.
             num_inference_steps: Solver steps (default: the scheduler's).
             guidance_scale: CFG scale, one for all streams or per stream ``{"audio": 2, "motion": 2}``.
             uncond_joint_view: Per stream joint view in the unconditional pass (JAM-Flow's guidance variant).
@@ -167,7 +169,7 @@ class JAMFlowPipeline(MMFlowPipeline):
         inputs = {"text": text, "ref_audio": ref_audio, "ref_text": ref_text, "audio": audio, "motion": motion}
         settings = {"portrait": portrait if output_type == "np" else None, "renderer": renderer,
                     "liveportrait_weights": liveportrait_weights, "idle": idle, "size": size, "speed": speed,
-                    "target_rms": target_rms}
+                    "target_rms": target_rms, "resampler": resampler}
         declared = {item.name for item in self.task_inputs(task)}  # settings a task has no use for are left out
         inputs.update({name: value for name, value in settings.items() if name in declared})
         result = super().__call__(

@@ -37,7 +37,7 @@ def test_tasks_and_their_inputs_come_from_the_registry(pipe):
     assert isinstance(pipe, MMFlowPipeline) and set(TASKS) <= set(pipe.tasks)
     inputs = {task: {i.name: i.required for i in pipe.task_inputs(task)} for task in TASKS}
     assert inputs["tts"] == {"text": True, "ref_audio": False, "ref_text": False, "speed": False,
-                             "target_rms": False}  # motion absent: no portrait, idle, motion
+                             "target_rms": False, "resampler": False}  # motion absent: no portrait, idle, motion
     assert inputs["audio_to_motion"]["audio"] and not inputs["audio_to_motion"]["text"]
     assert inputs["dubbing"]["motion"] and inputs["dubbing"]["text"] and "idle" not in inputs["dubbing"]
     assert inputs["video_to_video"]["motion"]  # the task's own declaration makes the codec's optional input required
