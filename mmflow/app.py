@@ -52,11 +52,12 @@ class RunSettings:
     joint_attention: bool = True
     duration: float | None = None
     spans: dict[str, list[tuple[float, float]]] | None = None
+    sway_coefficient: float | None = None
 
     def call_arguments(self) -> dict[str, Any]:
         return {"num_inference_steps": self.num_inference_steps, "guidance_scale": self.guidance_scale,
                 "seed": self.seed, "joint_attention": self.joint_attention, "duration": self.duration,
-                "spans": self.spans}
+                "spans": self.spans, "sway_coefficient": self.sway_coefficient}
 
 
 class AppWidgets:
@@ -127,7 +128,11 @@ def _task_tab(gr, pipe, task: TaskPreset, widgets: AppWidgets, default_steps, ou
             inputs = [component for _, component in shown if component is not None]
             button = gr.Button("generate", variant="primary", elem_id=f"generate-{task.name}")
             with gr.Accordion("advanced settings", open=False):
-                steps = gr.Number(value=default_steps, precision=0, label="solver steps (empty: the model's)")
+                config = pipe.scheduler.config
+                steps = gr.Number(value=default_steps or config.num_inference_steps, precision=0,
+                                  label="solver steps")
+                sway = gr.Number(value=config.sway_coefficient, label="sway sampling coefficient (F5-TTS's "
+                                 "sway_sampling_coef; 0: uniform steps)")
                 present = _present_streams(pipe, task)
                 cfgs = [gr.Number(value=widgets.default_guidance, label=f"guidance scale (CFG) of {name}")
                         for name in present]
@@ -141,11 +146,12 @@ def _task_tab(gr, pipe, task: TaskPreset, widgets: AppWidgets, default_steps, ou
 
     def run(*values, progress=gr.Progress(track_tqdm=True)):
         given = dict(zip(names, values[:len(names)], strict=True))
-        step_value, *cfg_values = values[len(names):len(names) + 1 + len(present)]
-        seed_value, joint_value, duration_value, spans_value = values[len(names) + 1 + len(present):]
+        step_value, sway_value, *cfg_values = values[len(names):len(names) + 2 + len(present)]
+        seed_value, joint_value, duration_value, spans_value = values[len(names) + 2 + len(present):]
         try:
             settings = RunSettings(
                 num_inference_steps=None if step_value is None else int(step_value),
+                sway_coefficient=None if sway_value is None else float(sway_value),
                 guidance_scale={name: float(v or 0.0) for name, v in zip(present, cfg_values, strict=True)},
                 seed=int(seed_value or 0), joint_attention=bool(joint_value),
                 duration=None if not duration_value else float(duration_value),
@@ -163,7 +169,7 @@ def _task_tab(gr, pipe, task: TaskPreset, widgets: AppWidgets, default_steps, ou
         values = widgets.present(task, result, paths)
         return values[0] if len(outputs) == 1 else values
 
-    button.click(run, inputs=[*inputs, steps, *cfgs, seed, joint, duration, spans],
+    button.click(run, inputs=[*inputs, steps, sway, *cfgs, seed, joint, duration, spans],
                  outputs=outputs, api_name=task.name, concurrency_limit=1)
 
 

@@ -61,12 +61,40 @@ def test_the_app_runs_a_task_and_returns_the_saved_files(client, tmp_path):
     _, api = client
     beat = clip(1.0, np.random.default_rng(0))["beat"]
     np.save(tmp_path / "beat.npy", beat)
-    # inputs, then steps, one CFG per present stream (beat, pose), seed, joint attention, duration, spans
-    files = api.predict(handle_file(str(tmp_path / "beat.npy")), 2, 0.0, 0.0, 3, True, None, "",
+    # inputs, then steps, sway, one CFG per present stream (beat, pose), seed, joint attention, duration, spans
+    files = api.predict(handle_file(str(tmp_path / "beat.npy")), 2, -1.0, 0.0, 0.0, 3, True, None, "",
                         api_name="/pose_from_beat")
     names = sorted(f["path"].rsplit("/", 1)[-1] for f in files)
     assert names == ["sample.beat.npy", "sample.pose.npy"]
-    assert api.predict(2, 0, 0, 0, 0, True, 1.5, "", api_name="/tri_joint")  # a duration is all it needs
+    assert api.predict(2, -1, 0, 0, 0, 0, True, 1.5, "", api_name="/tri_joint")  # a duration is all it needs
+
+
+def test_the_advanced_settings_reach_the_pipeline(client, pipe, tmp_path):
+    """Each setting changes the result as the same call of the pipeline does (the app adds nothing)."""
+    from gradio_client import handle_file
+    from mmflow_tri_stream.data import clip
+
+    _, api = client
+    beat = clip(1.0, np.random.default_rng(1))["beat"]
+    np.save(tmp_path / "beat.npy", beat)
+
+    def app_pose(steps=2, sway=-1.0, cfg=(0.0, 0.0), seed=3, joint=True):
+        files = api.predict(handle_file(str(tmp_path / "beat.npy")), steps, sway, *cfg, seed, joint, None, "",
+                            api_name="/pose_from_beat")
+        return np.load(next(f["path"] for f in files if f["path"].endswith("sample.pose.npy")))
+
+    def pipe_pose(steps=2, sway=-1.0, cfg=(0.0, 0.0), seed=3, joint=True):
+        out = pipe("pose_from_beat", beat=beat, num_inference_steps=steps, sway_coefficient=sway,
+                   guidance_scale=dict(zip(("beat", "pose"), cfg, strict=True)), seed=seed, joint_attention=joint,
+                   progress=False)
+        return out.outputs[0]["pose"]
+
+    base = app_pose()
+    np.testing.assert_allclose(base, pipe_pose(), atol=1e-6)
+    for change in ({"steps": 3}, {"sway": 0.5}, {"cfg": (0.0, 2.0)}, {"seed": 4}, {"joint": False}):
+        changed = app_pose(**change)
+        assert not np.allclose(changed, base), change
+        np.testing.assert_allclose(changed, pipe_pose(**change), atol=1e-6, err_msg=str(change))
 
 
 def test_bad_inputs_come_back_as_the_pipelines_message(client):
@@ -74,11 +102,11 @@ def test_bad_inputs_come_back_as_the_pipelines_message(client):
 
     _, api = client
     with pytest.raises(AppError, match=r"needs beat= \(the beat stream"):
-        api.predict(None, 2, 0.0, 0.0, 0, True, None, "", api_name="/pose_from_beat")
+        api.predict(None, 2, -1, 0.0, 0.0, 0, True, None, "", api_name="/pose_from_beat")
     with pytest.raises(AppError, match="cannot tell how long"):
-        api.predict(2, 0, 0, 0, 0, True, None, "", api_name="/tri_joint")
+        api.predict(2, -1, 0, 0, 0, 0, True, None, "", api_name="/tri_joint")
     with pytest.raises(AppError, match="--span takes STREAM:START:END"):
-        api.predict(None, None, None, 2, 0, 0, 0, 0, True, None, "beat:0.2", api_name="/tri_edit")
+        api.predict(None, None, None, 2, -1, 0, 0, 0, 0, True, None, "beat:0.2", api_name="/tri_edit")
 
 
 def test_spans_text_and_widget_lookup():
