@@ -134,7 +134,7 @@ class MMDiT(ModelMixin, ConfigMixin):
         joint_schedule: ``"half"``, ``"full"``, ``"none"`` or a list of steps.
         mask_policy: A ``MaskPolicy`` config (``{"default": ..., "rules": [...]}``) or ``{"preset": name,
             **kwargs}`` for a registered preset; None lets every token see every token.
-        attention_backend: ``"auto"``, ``"sdpa"``, ``"sdpa_masked"`` or ``"flex"``.
+        attention_backend: ``"auto"``, ``"sdpa"``, ``"sdpa_masked"``, ``"flex"`` or ``"split"`` (``mmflow.attention``).
         mask_padding: Hide padding keys in attention (needed for batch results to equal one-by-one results).
         position_reference_rate: Reference rate of the ``seconds`` position policy (default: fastest stream).
     """
