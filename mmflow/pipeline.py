@@ -173,12 +173,14 @@ class MMFlowPipeline(DiffusionPipeline):
         spans: Mapping[str, Sequence[tuple[float, float]]] | None = None,
         duration: float | None = None,
         seed: int | Sequence[int] = 0,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         sway_coefficient: float | None = None,
         cross_fade: float | None = None,
         output_type: str = "np",
+        return_dict: bool = True,
         progress: bool = True,
         **inputs,
-    ) -> MMFlowOutput:
+    ) -> MMFlowOutput | tuple:
         """Run ``task`` on one prompt, or on a batch when inputs are lists (one entry per prompt).
 
         Args:
@@ -190,11 +192,14 @@ class MMFlowPipeline(DiffusionPipeline):
             spans: Editing tasks: per generated stream, ``(start, end)`` seconds of the main part to regenerate.
             duration: Seconds of the main part; default: the given streams' length, else the codecs' estimate.
             seed: Noise seed; prompt i uses ``seed + i`` (or one seed per prompt).
+            generator: diffusers' way instead of ``seed``: a ``torch.Generator`` (each prompt's seed is drawn from
+                it) or one per prompt.
             sway_coefficient: Sway sampling for this call (default: the scheduler's; F5-TTS's ``sway_sampling_coef``).
             cross_fade: Seconds of cross-fade between the pieces of a split prompt (default 0.16; F5-TTS's
                 ``cross_fade_duration``).
             output_type: ``"np"`` (decoded outputs) or ``"latent"`` (latents only).
-            progress: Progress bars.
+            return_dict: False returns the tuple ``(outputs, latents)`` instead of an ``MMFlowOutput``.
+            progress: Progress bars (also off after ``set_progress_bar_config(disable=True)``).
             **inputs: The task's inputs (``pipe.task_inputs(task)``, ``mmflow tasks``).
         """
         task = self.task(task)
@@ -205,7 +210,8 @@ class MMFlowPipeline(DiffusionPipeline):
                              cross_fade=cross_fade)
         fade = PIECE_FADE_SECONDS if cross_fade is None else Fraction(cross_fade).limit_denominator(10_000)
         prompts = self.check_inputs(task, inputs, spans)
-        seeds = self._seeds(seed, len(prompts))
+        seeds = self._seeds(seed, len(prompts)) if generator is None else self._generator_seeds(generator, len(prompts))
+        progress = progress and not getattr(self, "_progress_bar_config", {}).get("disable", False)
         present = [n for n in self.stream_names if task.role(n) != "absent"]
         encoded = [{n: self.codec(n).encode({k: v for k, v in prompt.items() if k in self._names(n, task)},
                                             task.codec_role(n), prompt_seed) for n in present}
@@ -232,6 +238,8 @@ class MMFlowPipeline(DiffusionPipeline):
                             raise RuntimeError(f"streams {sources[key]!r} and {name!r} both decode an output {key!r}")
                         decoded[key] = value
                 outputs.append(decoded)
+        if not return_dict:
+            return outputs, latents
         return MMFlowOutput(outputs=outputs, latents=latents, conds=conds, sources=sources)
 
     def save(self, output: MMFlowOutput, folder: str | os.PathLike, stem: str = "sample") -> list[Path]:
@@ -258,6 +266,15 @@ class MMFlowPipeline(DiffusionPipeline):
         if len(seeds) != count:
             raise InputError(f"seed has {len(seeds)} entries but there are {count} prompts")
         return seeds
+
+    @staticmethod
+    def _generator_seeds(generator, count: int) -> list[int]:
+        """Per-prompt seeds drawn from a generator (one for all prompts, or one per prompt), so the same generator
+        state gives the same samples, as in diffusers."""
+        generators = list(generator) if isinstance(generator, Sequence) else [generator] * count
+        if len(generators) != count:
+            raise InputError(f"generator has {len(generators)} entries but there are {count} prompts")
+        return [int(torch.randint(0, 2**62, (1,), generator=g)) for g in generators]
 
     def _pieces(self, streams: dict[str, EncodedStream], duration) -> list[dict[str, EncodedStream]]:
         """A prompt as consecutive pieces: one, unless a codec splits its stream (e.g. F5-TTS's sentence chunks)

@@ -146,3 +146,28 @@ def test_mmflow_generate_lists_the_model_tasks_and_refuses_bad_inputs(trained, t
                          capture_output=True, text=True, timeout=240)
     assert bad.returncode == 2 and "takes no pose=" in bad.stderr
     assert not (tmp_path / "bad").exists()
+
+
+def test_diffusers_call_conventions(pipe):
+    """generator= instead of seed=, return_dict=False, and set_progress_bar_config(disable=True) honoured."""
+    clip = _clip()
+    common = {"beat": clip["beat"], "num_inference_steps": 2, "progress": True}
+    first = pipe("pose_from_beat", generator=torch.Generator().manual_seed(5), **common).outputs[0]["pose"]
+    again = pipe("pose_from_beat", generator=torch.Generator().manual_seed(5), **common).outputs[0]["pose"]
+    other = pipe("pose_from_beat", generator=torch.Generator().manual_seed(6), **common).outputs[0]["pose"]
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, other)
+    outputs, latents = pipe("pose_from_beat", seed=1, return_dict=False, **common)
+    assert outputs[0]["pose"].shape == (10, 3) and latents[0]["pose"].shape == (10, 3)
+    with pytest.raises(InputError, match="generator has 2 entries but there are 1 prompts"):
+        pipe("pose_from_beat", generator=[torch.Generator(), torch.Generator()], **common)
+
+
+def test_progress_bars_follow_set_progress_bar_config(trained, capfd):
+    pipe = MMFlowPipeline.from_pretrained(trained)
+    pipe.set_progress_bar_config(disable=True)
+    pipe("pose_from_beat", beat=_clip()["beat"], num_inference_steps=2)
+    assert "sampling" not in capfd.readouterr().err
+    pipe.set_progress_bar_config(disable=False)
+    pipe("pose_from_beat", beat=_clip()["beat"], num_inference_steps=2)
+    assert "sampling" in capfd.readouterr().err

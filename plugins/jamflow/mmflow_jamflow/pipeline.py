@@ -129,6 +129,7 @@ class JAMFlowPipeline(MMFlowPipeline):
         uncond_joint_view: Mapping[str, bool] | None = None,
         joint_attention: bool = True,
         seed: int | Sequence[int] = 0,
+        generator: torch.Generator | Sequence[torch.Generator] | None = None,
         sway_coefficient: float | None = None,
         cross_fade: float | None = None,
         output_type: str = "np",
@@ -160,7 +161,7 @@ class JAMFlowPipeline(MMFlowPipeline):
             guidance_scale: CFG scale, one for all streams or per stream ``{"audio": 2, "motion": 2}``.
             uncond_joint_view: Per stream joint view in the unconditional pass (JAM-Flow's guidance variant).
             joint_attention: False runs every stream with its joint view off (the ablation of the coupling).
-            seed: Noise seed; prompt i uses ``seed + i`` (or one seed per prompt).
+            seed: Noise seed; prompt i uses ``seed + i`` (or one seed per prompt); or ``generator`` (diffusers').
             sway_coefficient: Sway sampling for this call (default: the scheduler's).
             cross_fade: Seconds of cross-fade between the text chunks of long filler-text prompts (default 0.16).
             output_type: ``"np"`` (waveforms, expressions, frames) or ``"latent"`` (mel and normalised motion).
@@ -175,7 +176,7 @@ class JAMFlowPipeline(MMFlowPipeline):
         result = super().__call__(
             task, spans=spans, duration=duration, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, uncond_joint_view=uncond_joint_view, joint_attention=joint_attention,
-            seed=seed, sway_coefficient=sway_coefficient, cross_fade=cross_fade, output_type=output_type,
+            seed=seed, generator=generator, sway_coefficient=sway_coefficient, cross_fade=cross_fade, output_type=output_type,
             progress=progress,
             **{name: value for name, value in inputs.items() if value is not None},
         )
