@@ -9,6 +9,7 @@ from fractions import Fraction
 import pytest
 import torch
 
+from mmflow import masks as masks_module
 from mmflow.masks import (
     Blocked,
     Full,
@@ -19,6 +20,16 @@ from mmflow.masks import (
     build_attention_mask,
     rule_from_config,
 )
+
+
+@pytest.fixture(autouse=True)
+def _fresh_mask_cache():
+    """Build every mask in the test itself: a mask cached by an earlier test (or by the process a mutation run
+    forks from) would hide the code that builds it."""
+    cache = getattr(masks_module, "MASK_CACHE", None)
+    if cache is not None:
+        cache.clear()
+    yield
 
 
 def _mask(key_valid=None, joint_view=None, policy=None):
