@@ -133,3 +133,40 @@ def test_joint_view_needs_one_column_per_stream_for_any_batch():
     assert mask.dense().shape == (3, 1, 14, 14) or mask.dense().shape == (1, 1, 14, 14)
     with pytest.raises(ValueError, match="one column per stream"):
         _mask(joint_view=torch.ones(2, 3, dtype=torch.bool))
+
+
+def test_same_time_fast_query_sees_the_slow_frame_holding_its_start():
+    out = SameTime().allowed(torch.arange(12)[:, None], torch.arange(4)[None, :], Fraction(50), Fraction(15))
+    assert out.int().tolist() == [[int(kk == qq * 15 // 50) for kk in range(4)] for qq in range(12)]
+
+
+def test_mask_cache_counts_evicts_least_recent_and_bounds_bytes():
+    cache = masks_module.MaskCache(max_entries=2, max_bytes=400)
+    fresh = masks_module.MaskCache()
+    assert fresh.max_entries == 32 and fresh.hits == 0 and fresh.misses == 0
+    built = []
+
+    def build(n):
+        return lambda: built.append(n) or torch.zeros(n)  # float32: 4 bytes a value
+
+    cache.get(("a",), build(10))
+    cache.get(("a",), build(10))
+    assert (cache.hits, cache.misses, built) == (1, 1, [10])
+    cache.get(("b",), build(20))
+    cache.get(("a",), build(10))  # a is now the most recent
+    cache.get(("c",), build(30))  # over two entries: b, the least recent, goes
+    assert list(cache._entries) == [("a",), ("c",)] and cache.nbytes == 160
+    cache.get(("big",), build(101))  # 404 bytes: returned but not kept
+    assert ("big",) not in cache._entries
+    cache.get(("exact",), build(100))  # exactly 400 bytes: kept, the rest evicted to fit
+    assert list(cache._entries) == [("exact",)]
+    assert (cache.hits, cache.misses) == (2, 5)
+
+
+def test_mask_cache_sizes_nested_values():
+    from types import SimpleNamespace
+
+    t = torch.zeros(3)  # 12 bytes
+    assert masks_module._nbytes(t) == 12
+    assert masks_module._nbytes((t, [t], {"k": t}, SimpleNamespace(a=t, b=(t,)), 7)) == 12 * 5
+    assert masks_module._nbytes(SimpleNamespace()) == 0 and masks_module._nbytes(None) == 0
