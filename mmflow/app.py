@@ -158,7 +158,7 @@ def _task_tab(gr, pipe, task: TaskPreset, widgets: AppWidgets, default_steps, ou
                 spans=parse_spans(spans_value) if task.editable else None)
             converted = {name: widgets.convert(name, value) for name, value in given.items()}
             call_inputs = {name: value for name, value in converted.items() if value is not None}
-            progress(0, desc=f"{task.name}: sampling")
+            progress(0, desc=f"{task.name}: sampling and decoding")
             result = widgets.generate(pipe, task, call_inputs, settings)
             progress(0.95, desc="writing files")
             folder = Path(tempfile.mkdtemp(prefix=f"{task.name}-", dir=out_root))

@@ -104,8 +104,15 @@ def test_a_sentence_becomes_a_video_with_sound_in_the_browser(app_url, browser, 
     wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#text-input textarea"))
     _text_box(browser).send_keys(SENTENCE)
     _generate(browser)
-    video = wait.until(lambda d: next((v for v in d.find_elements(By.CSS_SELECTOR, "#output-video video")
-                                       if v.get_attribute("src")), None))
+    progress = []  # what the page says while the model runs
+
+    def result(driver):
+        progress.extend(e.text for e in driver.find_elements(By.CSS_SELECTOR, ".wrap") if "talking_head:" in e.text)
+        return next((v for v in driver.find_elements(By.CSS_SELECTOR, "#output-video video")
+                     if v.get_attribute("src")), None)
+
+    video = WebDriverWait(browser, 90, poll_frequency=0.1).until(result)
+    assert any("sampling" in text for text in progress), "no progress was shown while the model ran"
     src = video.get_attribute("src")
     assert src.startswith(app_url), src  # served by the app itself
     path = tmp_path / "result.mp4"
