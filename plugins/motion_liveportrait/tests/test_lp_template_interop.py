@@ -3,8 +3,9 @@
 LivePortrait is not a package, so :func:`official_template_reader` repeats, line for line in logic, what its
 reader does with a template, from KwaiVGI/LivePortrait at commit 1986663be3b6902605d32200c01f4bfd36cda83d:
 ``src/utils/io.py`` ``load`` (plain ``pickle.load``), ``src/live_portrait_pipeline.py`` lines 109-123 (the keys
-read at load) and 273-281, 297-328, 365 (each frame through ``dct2device``, relative driving of an image), and
-``src/live_portrait_wrapper.py`` lines 320-334 (the retargeting's use of ``c_d_eyes_lst`` / ``c_d_lip_lst``).
+read at load), 308-316 (each frame through ``src/utils/helper.py`` ``dct2device``, ``R``/``R_d``, frame 0 cached),
+322, 335, 355, 359 and 386-387 (relative driving of an image) and 417-423 with ``src/live_portrait_wrapper.py``
+lines 320-334 (the retargeting's use of ``c_d_eyes_lst`` / ``c_d_lip_lst``).
 """
 
 from __future__ import annotations
