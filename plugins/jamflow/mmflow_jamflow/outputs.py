@@ -22,7 +22,8 @@ OUTPUT_KINDS = ("wav", "npz", "pkl", "mp4")
 class JAMFlowOutput(BaseOutput):
     """Per prompt: ``audios`` (float32 waveforms at ``sample_rate``), ``motions`` (LivePortrait expressions
     ``T×21×3`` at ``fps``), ``videos`` (``T×H×W×3`` uint8, when a portrait was given) and the generated ``mels``
-    (``n×100``). A stream the task did not produce is None."""
+    (``n×100``). A stream the task did not produce is None. ``poses``: per prompt, the head pose of the given
+    motion template (``scale``, ``R``, ``t`` per frame) that the saved templates keep, or None."""
 
     audios: list[np.ndarray] | None
     motions: list[np.ndarray] | None
@@ -30,6 +31,7 @@ class JAMFlowOutput(BaseOutput):
     mels: list[np.ndarray] | None
     sample_rate: int = 24_000
     fps: float = float(MOTION.frame_rate)
+    poses: list[dict | None] | None = None
 
     def __len__(self) -> int:  # BaseOutput is an OrderedDict; the number of prompts reads better here
         return len(next(v for v in (self.audios, self.motions, self.videos) if v is not None))
@@ -42,16 +44,23 @@ class JAMFlowOutput(BaseOutput):
             return self
         kept = [_voiced_spans(a, self.sample_rate, self.fps, min_silence, keep, threshold_db) for a in self.audios]
 
+        def piece(item, spans, rate):
+            return None if item is None else np.concatenate([item[round(a * rate): round(b * rate)] for a, b in spans])
+
         def cut(items, rate):
-            if items is None:
-                return None
-            return [None if item is None else np.concatenate([item[round(a * rate): round(b * rate)] for a, b in spans])
-                    for item, spans in zip(items, kept, strict=True)]
+            return None if items is None else [piece(item, spans, rate) for item, spans in zip(items, kept, strict=True)]
 
         mel_rate = self.sample_rate / 256
+        poses = None
+        if self.poses is not None:  # held to the motion's length, then cut like it
+            motions = self.motions or [None] * len(self.poses)
+            poses = [None if pose is None or motion is None else
+                     {key: piece(np.asarray(value)[np.minimum(np.arange(len(motion)), len(value) - 1)], spans, self.fps)
+                      for key, value in pose.items()}
+                     for pose, motion, spans in zip(self.poses, motions, kept, strict=True)]
         return JAMFlowOutput(audios=cut(self.audios, self.sample_rate), motions=cut(self.motions, self.fps),
                              videos=cut(self.videos, self.fps), mels=cut(self.mels, mel_rate),
-                             sample_rate=self.sample_rate, fps=self.fps)
+                             sample_rate=self.sample_rate, fps=self.fps, poses=poses)
 
     def save(self, out_dir: str | os.PathLike, stem: str = "sample", kinds=OUTPUT_KINDS) -> list[Path]:
         """Write ``<stem>[_i].wav/.npz/.pkl/.mp4`` into ``out_dir`` (only what this output holds).
@@ -74,7 +83,8 @@ class JAMFlowOutput(BaseOutput):
             if audio is not None and "wav" in targets:
                 written.append(write_wav(targets["wav"], audio, self.sample_rate))
             if motion is not None:
-                template = template_from_expressions(motion, float(self.fps))
+                pose = None if self.poses is None else self.poses[i]
+                template = template_from_expressions(motion, float(self.fps), pose)
                 for kind in ("npz", "pkl"):
                     if kind in targets:
                         written.append(save_motion_template(template, targets[kind]))

@@ -188,7 +188,8 @@ class JAMFlowPipeline(MMFlowPipeline):
             return JAMFlowOutput(audios=None, motions=motions, videos=None, mels=mels)
         outputs = result.outputs
         videos = [out["video"] for out in outputs] if any("video" in out for out in outputs) else None
+        poses = [out.get("head_pose") for out in outputs] if any("head_pose" in out for out in outputs) else None
         return JAMFlowOutput(audios=[out[AUDIO] for out in outputs],
                              motions=[out[MOTION] for out in outputs] if has_motion else None,
                              videos=videos, mels=mels, sample_rate=SAMPLE_RATE,
-                             fps=float(self.transformer.stream_spec(MOTION).frame_rate))
+                             fps=float(self.transformer.stream_spec(MOTION).frame_rate), poses=poses)

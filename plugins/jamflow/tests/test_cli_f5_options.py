@@ -114,3 +114,23 @@ def test_remove_silence_cuts_speech_motion_and_mel_at_the_same_instants():
     assert cut.motions[0].shape[0] == 76 and cut.motions[0][38, 0, 0] == 87  # frames 38..87 of silence are gone
     assert abs(cut.mels[0].shape[0] - 3.04 * rate / 256) <= 1
     assert out.audios[0] is audio and len(out.audios[0]) == 5 * rate  # the original output is unchanged
+
+
+def test_a_given_templates_head_pose_survives_generate_and_remove_silence(tmp_path):
+    """Dubbing a template with head motion: the saved templates keep its pose, also after --remove-silence."""
+    import torch
+    from mmflow_motion_liveportrait.keypoints import rotation_matrix
+    from mmflow_motion_liveportrait.motion_template import MotionTemplate, load_motion_template, save_motion_template
+
+    frames = 40
+    rotation = rotation_matrix(torch.zeros(frames), torch.zeros(frames), torch.linspace(0, 10, frames)).numpy()
+    template = MotionTemplate(scale=np.full((frames, 1), 1.2, np.float32), R=rotation.astype(np.float32),
+                              exp=np.zeros((frames, 21, 3), np.float32), t=np.zeros((frames, 3), np.float32), fps=25.0)
+    save_motion_template(template, tmp_path / "head.npz")
+    for extra, out in (([], "plain"), (["--remove-silence"], "trimmed")):
+        assert main(["generate", "--task", "dubbing", "--motion", str(tmp_path / "head.npz"), "--text", "Close it.",
+                     *FAST, *extra, "--out", str(tmp_path / out)]) == 0
+        saved = load_motion_template(tmp_path / out / "sample.npz")
+        n = saved.num_frames
+        np.testing.assert_allclose(saved.R, rotation[np.minimum(np.arange(n), frames - 1)], atol=1e-6)
+        assert np.allclose(saved.scale, 1.2)
