@@ -90,8 +90,16 @@ def _text_box(driver):
     return driver.find_element(By.CSS_SELECTOR, "#text-input textarea")
 
 
+def _open(driver, url):
+    """Load the page and wait until the talking-head tab's text box and button are there (Gradio renders late)."""
+    driver.get(url)
+    WebDriverWait(driver, 60).until(lambda d: d.find_elements(By.CSS_SELECTOR, "#text-input textarea")
+                                    and d.find_elements(By.ID, "generate-talking_head"))
+
+
 def _generate(driver):
-    button = driver.find_element(By.ID, "generate-talking_head")
+    button = WebDriverWait(driver, 30).until(
+        lambda d: next((b for b in d.find_elements(By.ID, "generate-talking_head") if b.is_enabled()), None))
     driver.execute_script("arguments[0].scrollIntoView();", button)
     button.click()
 
@@ -99,9 +107,8 @@ def _generate(driver):
 def test_a_sentence_becomes_a_video_with_sound_in_the_browser(app_url, browser, tmp_path):
     import av
 
-    browser.get(app_url)
+    _open(browser, app_url)
     wait = WebDriverWait(browser, 60)
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#text-input textarea"))
     _text_box(browser).send_keys(SENTENCE)
     _generate(browser)
     progress = []  # what the page says while the model runs
@@ -140,9 +147,8 @@ def test_a_sentence_becomes_a_video_with_sound_in_the_browser(app_url, browser, 
 
 
 def test_a_bad_input_shows_the_pipelines_message_in_the_page(app_url, browser):
-    browser.get(app_url)
+    _open(browser, app_url)
     wait = WebDriverWait(browser, 60)
-    wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "#text-input textarea"))
     _text_box(browser).clear()
     _generate(browser)
     body = wait.until(lambda d: (text := d.find_element(By.TAG_NAME, "body").text) and "needs text=" in text and text)
