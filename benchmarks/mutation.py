@@ -67,7 +67,8 @@ TARGETS = {
                                                           "tests/test_flow_values.py")),
     "masks": Target(".", "mmflow", "mmflow/masks.py", ("tests/test_masks.py", "tests/test_masks_values.py")),
     "positions": Target(".", "mmflow", "mmflow/positions.py", ("tests/test_positions.py", "tests/test_positions_values.py")),
-    "transformer": Target(".", "mmflow", "mmflow/transformer.py", ("tests/test_transformer.py", "tests/test_transformer_values.py")),
+    "transformer": Target(".", "mmflow", "mmflow/transformer.py", ("tests/test_transformer.py", "tests/test_transformer_values.py",
+                                                                   "tests/test_gradient_checkpointing.py")),
     "scheduler": Target(".", "mmflow", "mmflow/scheduler.py", (
         "tests/test_scheduler.py", "tests/test_maths_pinned.py",
         # reads the audio plugin's test helper by a repository path the scratch folder does not have

@@ -128,3 +128,22 @@ def test_rope_heads_reaches_the_attention():
     first_head = model(x, 0.4, batches)
     for name in batches:
         assert not torch.allclose(everywhere[name], first_head[name]), name
+
+
+def test_a_float64_model_takes_a_float_time():
+    model, batches = tiny_model().double(), tiny_batches()
+    batches = {n: b.map(lambda v: v.double() if v.is_floating_point() else v) for n, b in batches.items()}
+    x = {n: torch.randn(b.latent.shape, dtype=torch.float64) for n, b in batches.items()}
+    assert all(v.dtype == torch.float64 for v in model(x, 0.3, batches).values())
+
+
+def test_streams_of_three_depths_get_every_joint_group():
+    config = tiny_config(schedule="full", depth_a=4, depth_b=2)
+    config["streams"]["mid"] = dict(config["streams"]["slow"], frame_rate="25", cond_channels=0,
+                                    backbone_config=dict(config["streams"]["slow"]["backbone_config"], depth=3))
+    model = randomize(MMDiT(**config))
+    batches = dict(tiny_batches(), mid=StreamBatch.from_lengths(torch.randn(2, 25, 2), [25, 15]))
+    plan = model.plan(batches)
+    assert set(plan.joint_masks) == {("fast", "slow", "mid"), ("fast", "mid")}
+    x = {n: torch.randn(b.latent.shape) for n, b in batches.items()}
+    assert all(torch.isfinite(v).all() for v in model(x, 0.5, batches, plan=plan).values())
