@@ -191,11 +191,16 @@ def survivors(folder: Path, target: Target, codes: dict[str, int | None], equiva
             continue
         diff = subprocess.run([*mutmut_command(), "show", key], cwd=folder, capture_output=True, text=True).stdout
         old, new = changed_lines(diff)
-        reasons = [e["reason"] for e in equivalents
-                   if e["module"] == target.path and e["original"] == old and e["mutated"] == new]
         out.append({"mutant": key, "status": STATUS.get(code, "suspicious"), "original": old, "mutated": new,
-                    "equivalent": reasons[0] if reasons else None})
+                    "equivalent": _reason(target, old, new, equivalents)})
     return out
+
+
+def _reason(target: Target, old: str, new: str, equivalents: list[dict]) -> str | None:
+    """Why the mutant that turns ``old`` into ``new`` is equivalent, if the list says so."""
+    reasons = [e["reason"] for e in equivalents
+               if e["module"] == target.path and e["original"] == old and e["mutated"] == new]
+    return reasons[0] if reasons else None
 
 
 def study(name: str, target: Target, equivalents: list[dict], rev: str | None, previous: dict | None) -> dict:
@@ -211,7 +216,11 @@ def study(name: str, target: Target, equivalents: list[dict], rev: str | None, p
     for code in codes.values():
         status = STATUS.get(code, "other")
         counts[status if status in counts else "other"] += 1
-    left = survivors(folder, target, codes, equivalents)
+    if previous is None:
+        left = survivors(folder, target, codes, equivalents)
+    else:  # the diffs are already in the last results: only match them against the list again
+        left = [dict(s, equivalent=_reason(target, s["original"], s["mutated"], equivalents))
+                for s in previous["survivors"]]
     explained = sum(s["equivalent"] is not None for s in left)
     detected = counts["killed"] + counts["timeout"]
     return {
