@@ -27,9 +27,10 @@ import subprocess
 import sys
 import tarfile
 import time
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
+
+import tomllib
 
 from mmflow.io import write_text_atomic
 
