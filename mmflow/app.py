@@ -36,7 +36,6 @@ USER_ERRORS = (InputError, ValueError, FileNotFoundError, NotADirectoryError, Is
 def _offline_gradio():
     """Gradio, imported with its analytics (a request to a remote server per launch) switched off."""
     os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
-    os.environ.setdefault("HF_HUB_OFFLINE", "1")
     import gradio as gr
 
     return gr
