@@ -143,7 +143,7 @@ def _task_tab(gr, pipe, task: TaskPreset, widgets: AppWidgets, default_steps, ou
         with gr.Column():
             outputs = widgets.output_components(gr)
 
-    def run(*values, progress=gr.Progress(track_tqdm=True)):
+    def run(*values, progress=gr.Progress(track_tqdm=True)):  # noqa: B008 (Gradio finds its progress bar so)
         given = dict(zip(names, values[:len(names)], strict=True))
         step_value, sway_value, *cfg_values = values[len(names):len(names) + 2 + len(present)]
         seed_value, joint_value, duration_value, spans_value = values[len(names) + 2 + len(present):]
