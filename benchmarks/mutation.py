@@ -56,6 +56,7 @@ class Target:
     package: str
     module: str  # path inside root
     tests: tuple[str, ...]  # pytest selection, relative to root
+    extra: tuple[str, ...] = ()  # folders the tests read by repository path, copied to the same place
 
     @property
     def path(self) -> str:
@@ -72,10 +73,9 @@ TARGETS = {
                                                                    "tests/test_gradient_checkpointing.py")),
     "scheduler": Target(".", "mmflow", "mmflow/scheduler.py", (
         "tests/test_scheduler.py", "tests/test_maths_pinned.py",
-        # reads the audio plugin's test helper by a repository path the scratch folder does not have
-        "--deselect", "tests/test_scheduler.py::test_epss_grids_equal_f5_tts_bit_for_bit",
         "tests/test_flow_values.py::test_scheduler_puts_its_grid_on_the_requested_device",
-        "tests/test_flow.py::test_scheduler_component_round_trip_and_sampling")),
+        "tests/test_flow.py::test_scheduler_component_round_trip_and_sampling"),
+        extra=("plugins/audio_f5tts/tests",)),  # test_scheduler reads the F5-TTS reference helper there
     "long_form": Target(".", "mmflow", "mmflow/long_form.py", ("tests/test_long_form.py", "tests/test_long_form_values.py")),
     "ema": Target(".", "mmflow", "mmflow/training/ema.py", ("tests/test_maths_pinned.py", "tests/test_ema_values.py")),
     "mel": Target(AUDIO, "mmflow_audio_f5tts", "mmflow_audio_f5tts/mel.py", ("tests/test_audio_mel.py", "tests/test_mel_values.py")),
@@ -138,8 +138,10 @@ def prepare(name: str, target: Target, rev: str | None) -> Path:
     folder.mkdir(parents=True)
     parts = {package: Path(root) / package for package, root in PACKAGES.items()}
     parts["tests"] = Path(target.root) / "tests"
+    parts.update({extra: Path(extra) for extra in target.extra})
     if rev is None:
         for part, path in parts.items():
+            (folder / part).parent.mkdir(parents=True, exist_ok=True)
             (folder / part).symlink_to(REPO / path, target_is_directory=True)
     else:
         archive = subprocess.run(["git", "archive", rev, "--", *map(str, parts.values())], cwd=REPO,
@@ -147,10 +149,11 @@ def prepare(name: str, target: Target, rev: str | None) -> Path:
         with tarfile.open(fileobj=io.BytesIO(archive.stdout)) as tar:
             tar.extractall(folder / "tree", filter="data")
         for part, path in parts.items():
+            (folder / part).parent.mkdir(parents=True, exist_ok=True)
             (folder / "tree" / path).rename(folder / part)
         shutil.rmtree(folder / "tree")
     tests = "\n".join(f"    {t}" for t in target.tests)
-    also_copy = "\n".join(f"    {p}" for p in PACKAGES if p != target.package)
+    also_copy = "\n".join(f"    {p}" for p in [*PACKAGES, *target.extra] if p != target.package)
     (folder / "setup.cfg").write_text(SETUP_CFG.format(package=target.package, module=target.module, tests=tests,
                                                        also_copy=also_copy))
     return folder
