@@ -170,3 +170,24 @@ def test_mask_cache_sizes_nested_values():
     assert masks_module._nbytes(t) == 12
     assert masks_module._nbytes((t, [t], {"k": t}, SimpleNamespace(a=t, b=(t,)), 7)) == 12 * 5
     assert masks_module._nbytes(SimpleNamespace()) == 0 and masks_module._nbytes(None) == 0
+
+
+def test_local_window_across_rates_by_hand():
+    q, k = torch.arange(40)[:, None], torch.arange(14)[None, :]
+    for seconds in ("0.1", "1/7", "0.26"):
+        w = Fraction(seconds)
+        out = LocalWindow(seconds).allowed(q, k, Fraction(50), Fraction(15))
+        by_hand = [[int(abs(Fraction(qq, 50) - Fraction(kk, 15)) <= w) for kk in range(14)] for qq in range(40)]
+        assert out.int().tolist() == by_hand, seconds
+
+
+def test_cached_masks_are_told_apart_by_what_they_depend_on():
+    """Two masks that differ only in a per-sample joint view, the device or the kind never share a cache entry."""
+    view_a = torch.tensor([[True, True], [False, True]])
+    view_b = torch.tensor([[True, False], [True, True]])
+    dense_a = _mask(joint_view=view_a).dense()
+    dense_b = _mask(joint_view=view_b).dense()
+    assert not torch.equal(dense_a, dense_b)
+    assert _mask().dense(device="meta").device.type == "meta" and _mask().dense().device.type == "cpu"
+    block = _mask().block_mask("cpu", block_size=64)
+    assert not isinstance(block, torch.Tensor) and _mask().block_mask("cpu").BLOCK_SIZE == (128, 128)
