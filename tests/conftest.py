@@ -17,6 +17,20 @@ def one_thread():
     torch.set_num_threads(threads)
 
 
+@pytest.fixture(scope="session")
+def tri_stream_pipeline(tmp_path_factory):
+    """The three-stream example plugin (``examples/tri_stream``) trained for a few steps with ``mmflow train``: the
+    folder of its exported ``MMFlowPipeline``. Shared by the tests of the generic pipeline, CLI and app."""
+    tri = pytest.importorskip("mmflow_tri_stream.plugin", reason="install examples/tri_stream (scripts/setup.sh does)")
+    from mmflow.cli import main as mmflow_main
+
+    out = tmp_path_factory.mktemp("tri") / "run"
+    status = mmflow_main(["train", "--config", tri.config_path(), "--output-dir", str(out), "--total-steps", "4",
+                          "--warmup-steps", "1", "--batch-size", "2"])
+    assert status == 0
+    return out / "pipeline"
+
+
 def pytest_collection_modifyitems(config, items):
     if torch.cuda.is_available():
         return

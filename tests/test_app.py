@@ -17,12 +17,8 @@ from mmflow.pipeline import MMFlowPipeline  # noqa: E402
 
 
 @pytest.fixture(scope="module")
-def pipe(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tri") / "run"
-    status = mmflow_main(["train", "--config", tri.config_path(), "--output-dir", str(out), "--total-steps", "3",
-                          "--warmup-steps", "1", "--batch-size", "2"])
-    assert status == 0
-    return MMFlowPipeline.from_pretrained(out / "pipeline")
+def pipe(tri_stream_pipeline):
+    return MMFlowPipeline.from_pretrained(tri_stream_pipeline)
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,6 @@ import numpy as np
 import pytest
 import torch
 
-from mmflow.cli import main as mmflow_main
 from mmflow.codecs import InputError
 from mmflow.pipeline import MMFlowPipeline
 
@@ -20,12 +19,9 @@ tri = pytest.importorskip("mmflow_tri_stream.plugin", reason="install examples/t
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
-    out = tmp_path_factory.mktemp("tri") / "run"
-    status = mmflow_main(["train", "--config", tri.config_path(), "--output-dir", str(out), "--total-steps", "4",
-                          "--warmup-steps", "1", "--batch-size", "2"])
-    assert status == 0
-    return out / "pipeline"
+def trained(tri_stream_pipeline):
+    """Trained with ``mmflow train`` from the plugin's own YAML and dataset source (tests/conftest.py)."""
+    return tri_stream_pipeline
 
 
 @pytest.fixture(scope="module")
