@@ -74,7 +74,7 @@ TARGETS = {
         # reads a config from examples/ by repository path; its trainer path is not this module's
         "--deselect", "tests/test_gradient_checkpointing.py::test_training_config_switch_turns_it_on_in_the_trainer")),
     "scheduler": Target(".", "mmflow", "mmflow/scheduler.py", (
-        "tests/test_scheduler.py", "tests/test_maths_pinned.py",
+        "tests/test_scheduler.py", "tests/test_scheduler_values.py", "tests/test_maths_pinned.py",
         "tests/test_flow_values.py::test_scheduler_puts_its_grid_on_the_requested_device",
         "tests/test_flow.py::test_scheduler_component_round_trip_and_sampling"),
         extra=("plugins/audio_f5tts/tests",)),  # test_scheduler reads the F5-TTS reference helper there
