@@ -6,6 +6,7 @@ from .attention import AttentionBackendError, attend
 from .backbone import DiTBackbone, StreamBackbone
 from .flow import FlowMatchingObjective, Guidance, generate, time_grid
 from .masks import Blocked, Full, LocalWindow, MaskPolicy, SameTime, local_global_policy
+from .pipeline import MMFlowOutput, MMFlowPipeline
 from .hookspecs import hookimpl
 from .plugins import PluginError, get_registry
 from .tasks import TaskInput, TaskPreset
@@ -25,6 +26,8 @@ __all__ = [
     "Guidance",
     "LocalWindow",
     "MMDiT",
+    "MMFlowOutput",
+    "MMFlowPipeline",
     "MaskPolicy",
     "PluginError",
     "SameTime",
