@@ -271,8 +271,11 @@ class FlowMatchingScheduler(SchedulerMixin, ConfigMixin):
     def scale_noise(self, sample: Sample, timestep: float | torch.Tensor, noise: Sample) -> Sample:
         """The point at flow time ``timestep`` on the path from ``noise`` to the data ``sample``:
         (1 − t)·noise + t·sample, i.e. σ·noise + (1 − σ)·sample as ``FlowMatchEulerDiscreteScheduler`` has it."""
-        t = torch.as_tensor(timestep, dtype=torch.float32)
-        return _map(lambda x1, x0: interpolate(x0, x1, t.to(x1.device))[0], sample, noise)
+        # the time in each sample's own dtype: a float64 sample is not noised at a float32-rounded time
+        def noised(x1, x0):
+            return interpolate(x0, x1, torch.as_tensor(timestep, dtype=x1.dtype, device=x1.device))[0]
+
+        return _map(noised, sample, noise)
 
     def add_noise(self, original_samples: Sample, noise: Sample, timesteps: torch.Tensor) -> Sample:
         """``scale_noise`` with diffusers' training-loop argument order (``timesteps``: one per sample)."""
