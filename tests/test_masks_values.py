@@ -191,3 +191,11 @@ def test_cached_masks_are_told_apart_by_what_they_depend_on():
     assert _mask().dense(device="meta").device.type == "meta" and _mask().dense().device.type == "cpu"
     block = _mask().block_mask("cpu", block_size=64)
     assert not isinstance(block, torch.Tensor) and _mask().block_mask("cpu").BLOCK_SIZE == (128, 128)
+
+
+def test_cache_key_names_the_device_or_none():
+    mask = _mask()
+    assert mask.cache_key("dense")[:2] == ("dense", None)  # no device: a key of its own, not an error
+    assert mask.cache_key("dense", "cpu")[:2] == ("dense", "cpu")
+    assert mask.cache_key("dense", torch.device("cpu")) == mask.cache_key("dense", "cpu")
+    assert mask.cache_key("dense")[2:] == mask.cache_key("dense", "cpu")[2:]
