@@ -9,6 +9,8 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from mmflow import MMDiT, StreamBatch
+from mmflow.backbone import DiTBackbone, hide_dropped
+from mmflow.positions import rotary_table
 from mmflow.testing import randomize, tiny_batches, tiny_config, tiny_model
 
 
@@ -147,3 +149,100 @@ def test_streams_of_three_depths_get_every_joint_group():
     assert set(plan.joint_masks) == {("fast", "slow", "mid"), ("fast", "mid")}
     x = {n: torch.randn(b.latent.shape) for n, b in batches.items()}
     assert all(torch.isfinite(v).all() for v in model(x, 0.5, batches, plan=plan).values())
+
+
+def test_rope_heads_rotates_the_same_heads_of_queries_and_keys():
+    """With ``rope_heads=1`` the attention sees head 0 of q and k rotated and every other head as projected."""
+    batches = tiny_batches()
+    x = {n: torch.randn(b.latent.shape, generator=torch.Generator().manual_seed(3)) for n, b in batches.items()}
+    model = tiny_model(schedule="none")  # every stream attends alone: one attention call per stream and step
+    projected, attended = [], []
+    for backbone in model.backbones.values():
+        backbone.rope_heads = 1
+        for block in backbone.transformer_blocks:
+            def project(h, c, _inputs=block.attention_inputs):
+                out = _inputs(h, c)
+                projected.append(out[0][:2])
+                return out
+            block.attention_inputs = project
+    attend = model._attend
+    model._attend = lambda q, k, v, mask: attended.append((q, k)) or attend(q, k, v, mask)
+    model(x, 0.4, batches)
+    assert len(attended) == len(projected) == 8
+    for (q, k), (q0, k0) in zip(attended, projected, strict=True):
+        assert torch.equal(q[:, 1:], q0[:, 1:]) and torch.equal(k[:, 1:], k0[:, 1:])
+        assert not torch.allclose(q[:, :1], q0[:, :1]) and not torch.allclose(k[:, :1], k0[:, :1])
+
+
+def test_seconds_positions_follow_the_reference_rate():
+    config = tiny_config()
+    for stream in config["streams"].values():
+        stream["position"] = "seconds"
+    model = MMDiT(**config, position_reference_rate="25")
+    batches = tiny_batches()
+    tables = model.plan(batches).tables
+    for name, rate in (("fast", 50), ("slow", 15)):
+        n = batches[name].num_frames
+        positions = (torch.arange(n, dtype=torch.float64) * (25 / rate))[None].float()
+        expected = rotary_table(model.backbones[name].rotary_embed(positions))
+        for got, want in zip(tables[name], expected, strict=True):
+            torch.testing.assert_close(got, want)
+
+
+class _PreparingDiT(DiTBackbone):
+    """A DiT whose step-invariant features (the visible context) are made by ``prepare`` and whose output is
+    zero on padding, as a plugin backbone may do: ``MMDiT`` must hand each the stream's batch and drops."""
+
+    def prepare(self, batch, drop):
+        self.prepare_calls = getattr(self, "prepare_calls", 0) + 1
+        return hide_dropped(batch.context(), drop).sum(-1, keepdim=True)
+
+    def embed(self, x_t, t, batch, drop, prepared=None):
+        h, c = super().embed(x_t, t, batch, drop)
+        return h + (self.prepare(batch, drop) if prepared is None else prepared), c
+
+    def output(self, h, c, batch):
+        return super().output(h, c, batch) * batch.valid[..., None]
+
+
+def _preparing_model():
+    model = tiny_model()
+    for backbone in model.backbones.values():
+        backbone.__class__ = _PreparingDiT
+    return model
+
+
+def test_prepare_gets_each_streams_batch_and_drops():
+    model, batches = _preparing_model(), tiny_batches()
+    plan = model.plan(batches, drop={"slow": torch.tensor([True, False])})
+    for name, drop in (("fast", [False, False]), ("slow", [True, False])):
+        expected = hide_dropped(batches[name].context(), torch.tensor(drop)).sum(-1, keepdim=True)
+        torch.testing.assert_close(plan.prepared[name], expected)
+
+
+def test_forward_uses_the_plans_prepared_features_and_the_batch_in_output():
+    model, batches = _preparing_model(), tiny_batches()
+    x = {n: torch.randn(b.latent.shape, generator=torch.Generator().manual_seed(4)) for n, b in batches.items()}
+    plan = model.plan(batches)
+    calls = {n: model.backbones[n].prepare_calls for n in batches}
+    planned = model(x, 0.5, batches, plan=plan)
+    assert {n: model.backbones[n].prepare_calls for n in batches} == calls  # not redone in the forward pass
+    for name, batch in batches.items():
+        assert torch.equal(planned[name][~batch.valid], torch.zeros_like(planned[name][~batch.valid]))
+        assert bool((planned[name][batch.valid] != 0).any())
+    plan.prepared["fast"] = torch.zeros_like(plan.prepared["fast"])
+    assert not torch.allclose(model(x, 0.5, batches, plan=plan)["fast"], planned["fast"])
+
+
+def test_strict_loading_refuses_mismatched_weights_and_stray_arguments(tmp_path):
+    model = tiny_model()
+    model.save_pretrained(tmp_path)
+    with pytest.raises(TypeError):
+        MMDiT.from_pretrained(tmp_path, "stray")  # diffusers takes options by name only: not silently dropped
+    weights = next(tmp_path.glob("*.safetensors"))
+    state = load_file(weights)
+    name = next(k for k, v in sorted(state.items()) if v.ndim == 2)
+    state[name] = torch.zeros(state[name].shape[0] + 1, state[name].shape[1])
+    save_file(state, weights)
+    with pytest.raises(ValueError, match="mismatched_keys"):
+        MMDiT.from_pretrained(tmp_path, ignore_mismatched_sizes=True, low_cpu_mem_usage=False)
