@@ -6,7 +6,7 @@ from .data import LengthBucketSampler, MultiStreamCollator, StreamColumns, resol
 from .ema import EMA
 from .resume import CheckpointError
 from .stages import Stage, apply_stage, trainable_parameters
-from .trainer import Trainer, build_dataset, build_model, make_accelerator
+from .trainer import Trainer, build_dataset, build_model, check_tracker, make_accelerator
 
 __all__ = [
     "EMA",
@@ -21,6 +21,7 @@ __all__ = [
     "apply_stage",
     "build_dataset",
     "build_model",
+    "check_tracker",
     "latest_checkpoint",
     "list_checkpoints",
     "make_accelerator",

@@ -55,7 +55,7 @@ def run(args: argparse.Namespace) -> int:
     from ..scheduler import FlowMatchingScheduler
     from ..transformer import MMDiT
     from ..validation import WINDOW
-    from . import CheckpointError, ConfigError, Trainer, TrainingConfig, build_dataset, build_model
+    from . import CheckpointError, ConfigError, Trainer, TrainingConfig, build_dataset, build_model, check_tracker
     from .config import read_yaml_mapping
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -63,6 +63,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         data = read_yaml_mapping(args.config, "training config")
         config = TrainingConfig.from_yaml(args.config, config_overrides(args, data))
+        check_tracker(config.tracker)  # before the data build, which can take hours
         trainer = Trainer(config, build_model(config.model, config.seed), build_dataset(config))
         trainer.fit(resume_from=None if args.resume == "none" else args.resume)
     except (ConfigError, CheckpointError) as error:

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-MIXED_PRECISION = ("no", "bf16")
+MIXED_PRECISION = ("no", "bf16", "fp16")  # fp16 scales the loss (Accelerate's GradScaler); both are GPU-only
 SCHEDULES = ("constant", "linear", "cosine")
 TRACKERS = ("none", "tensorboard", "wandb", "mlflow", "aim", "comet_ml", "clearml", "dvclive", "swanlab", "trackio")
 

@@ -86,11 +86,17 @@ def _rank_seed(seed: int, rank: int, *more: int) -> int:
     return int(np.random.SeedSequence([seed, rank, *more]).generate_state(1)[0])
 
 
+def check_tracker(tracker: str) -> None:
+    """Refuse a configured ``tracker`` that is not installed, in one line; run it before any data or model work,
+    so a typo'd environment fails in a second, not after the dataset build inside Accelerate's traceback."""
+    if tracker != "none" and tracker not in [str(getattr(t, "value", t)) for t in get_available_trackers()]:
+        raise ConfigError(f"tracker: {tracker!r} is not installed (pip install {tracker}), or set tracker: none")
+
+
 def make_accelerator(config: TrainingConfig, cpu: bool = False) -> Accelerator:
     """The ``Accelerator`` a run of ``config`` needs (``cpu=True`` forces the CPU even where a GPU exists)."""
+    check_tracker(config.tracker)
     tracker = None if config.tracker == "none" else config.tracker
-    if tracker is not None and tracker not in [str(getattr(t, "value", t)) for t in get_available_trackers()]:
-        raise ConfigError(f"tracker: {tracker!r} is not installed (pip install {tracker}), or set tracker: none")
     return Accelerator(
         cpu=cpu,
         mixed_precision=config.mixed_precision,
@@ -118,10 +124,10 @@ class Trainer:
         self.output_dir = Path(config.output_dir)
         self.accelerator = accelerator or make_accelerator(config)
         acc = self.accelerator
-        if config.mixed_precision == "bf16" and acc.device.type == "cpu":
+        if config.mixed_precision != "no" and acc.device.type == "cpu":
             raise ConfigError(
-                "mixed_precision: bf16 is for GPUs; on CPU it is slower than fp32 and changes the numbers. "
-                "Set mixed_precision: 'no' for CPU runs"
+                f"mixed_precision: {config.mixed_precision} is for GPUs; on CPU it is slower than fp32 and changes "
+                f"the numbers (fp16 is not even applied there). Set mixed_precision: 'no' for CPU runs"
             )
         self._check_streams(model)
         if config.gradient_checkpointing:
@@ -210,7 +216,7 @@ class Trainer:
             f"out of memory in a training step with batch_size={c.batch_size} per process (clips up to "
             f"{max(self.sampler.lengths):.1f} s). Lower batch_size and raise gradient_accumulation (currently "
             f"{c.gradient_accumulation}) to keep the effective batch, drop long clips from the dataset, or use "
-            f"mixed_precision: bf16 on GPU"
+            f"mixed_precision: bf16 (or fp16) on GPU"
         )
 
     # ---------------------------------------------------------------------------------------------- loop

@@ -111,6 +111,7 @@ def main(argv=None) -> int:
         TrainingConfig,
         build_dataset,
         build_model,
+        check_tracker,
     )
     from mmflow.training.config import read_yaml_mapping
     from mmflow_jamflow.model import jamflow_model_config
@@ -131,6 +132,7 @@ def main(argv=None) -> int:
     if args.lora_rank is not None:
         raw["lora"] = {**(raw.get("lora") or {}), "rank": args.lora_rank}
     try:
+        check_tracker(raw.get("tracker", "none"))  # before the tokenizer, normalizer statistics and data build
         tokenizer = _tokenizer(pipeline.tokenizer, args.vocab)
         normalizer = None
         carried = {}  # components of a fine-tuned pipeline that training does not touch
