@@ -101,7 +101,7 @@ def test_toy_config_loads():
         ({"schedule": {"name": "cosine", "warmup_steps": 100}}, "100 warm-up steps do not fit in total_steps=8"),
         ({"schedule": {"name": "step"}}, "schedule.name: must be one of"),
         ({"stage": "stage3"}, "unknown stage 'stage3'; defined stages: ['stage1', 'stage2']"),
-        ({"mixed_precision": "fp16"}, "mixed_precision: must be one of ('no', 'bf16')"),
+        ({"mixed_precision": "fp8"}, "mixed_precision: must be one of ('no', 'bf16', 'fp16')"),
         ({"ema": {"decay": 1.0}}, "ema.decay: must be in (0, 1)"),
         ({"objective": {"span_fraction": [0.0, 1.0]}}, "objective.span_fraction: must be [low, high]"),
         ({"model": {"config": {}, "pretrained": "x"}}, "give exactly one of `config`"),
