@@ -111,3 +111,32 @@ def test_jamflow_recipe_checks_the_tracker_before_any_data_work(tmp_path, no_tra
     assert recipe.main(["--config", str(config), "--output-dir", str(tmp_path / "run")]) == 2
     assert data_work == []
     assert "tracker: 'tensorboard' is not installed" in caplog.text
+
+
+@pytest.mark.filterwarnings("ignore:Detected pickle protocol")  # the planted pickle, refused on purpose
+def test_fp16_resume_restores_the_loss_scale_and_refuses_a_pickle(tmp_path):
+    """Under fp16 Accelerate saves the GradScaler as scaler.pt; a resume without it restarts the loss scale at
+    65536 and is not exact. The CPU has no fp16, so a CPU GradScaler stands in for the GPU one."""
+    import pickle
+
+    import torch
+
+    from mmflow.training import CheckpointError, build_dataset, latest_checkpoint
+
+    config = TrainingConfig.from_dict(toy_dict(tmp_path, checkpoint={"every": 2, "keep_last": 1}))
+    Trainer(config, build_model(config.model, config.seed), build_dataset(config)).fit(resume_from=None)
+    checkpoint = latest_checkpoint(tmp_path / "run" / "checkpoints")
+    saved = torch.amp.GradScaler("cpu", init_scale=1024.0, growth_interval=7)
+    saved._lazy_init_scale_growth_tracker(torch.device("cpu"))
+    saved._growth_tracker.fill_(3)
+    torch.save(saved.state_dict(), checkpoint / "scaler.pt")
+
+    AcceleratorState._reset_state(reset_partial_state=True)
+    trainer = Trainer(config, build_model(config.model, config.seed), build_dataset(config))
+    trainer.accelerator.scaler = torch.amp.GradScaler("cpu")
+    trainer.load_checkpoint(checkpoint)
+    assert trainer.accelerator.scaler.state_dict() == saved.state_dict()
+
+    (checkpoint / "scaler.pt").write_bytes(pickle.dumps(print))  # not plain data: refused, nothing run
+    with pytest.raises(CheckpointError, match=r"scaler\.pt: refused to load the fp16 loss-scaler state"):
+        trainer.load_checkpoint(checkpoint)

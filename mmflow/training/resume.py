@@ -114,7 +114,7 @@ def restore_accelerator_state(accelerator: Accelerator, folder: str | os.PathLik
                               optimizer: torch.optim.Optimizer, scheduler) -> None:
     """Load into the prepared ``model``, ``optimizer`` and ``scheduler`` and the global RNGs what
     ``accelerator.save_state`` wrote to ``folder`` (``model.safetensors``, ``optimizer.bin``, ``scheduler.bin``,
-    ``random_states_<rank>.pkl``), reading every file without running code."""
+    ``scaler.pt`` under fp16, ``random_states_<rank>.pkl``), reading every file without running code."""
     if accelerator.distributed_type not in _DATA_PARALLEL:
         raise CheckpointError(
             f"resuming under {accelerator.distributed_type} is not supported (sharded checkpoints are read with "
@@ -126,8 +126,11 @@ def restore_accelerator_state(accelerator: Accelerator, folder: str | os.PathLik
         accelerator.unwrap_model(model).load_state_dict(weights)
     except RuntimeError as error:
         raise _refused(folder / "model.safetensors", "model weights", error) from None
-    for file, target, what in ((folder / "optimizer.bin", optimizer, "optimizer state"),
-                               (folder / "scheduler.bin", scheduler, "learning-rate scheduler state")):
+    parts = [(folder / "optimizer.bin", optimizer, "optimizer state"),
+             (folder / "scheduler.bin", scheduler, "learning-rate scheduler state")]
+    if accelerator.scaler is not None:  # fp16: the loss scale and its growth counter, or the resume is not exact
+        parts.append((folder / "scaler.pt", accelerator.scaler, "fp16 loss-scaler state"))
+    for file, target, what in parts:
         state = load_plain(file, what)
         try:
             target.load_state_dict(state)
