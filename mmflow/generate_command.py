@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from .hub import resolve_pretrained
 from .model_folder import read_model_index
 from .plugins import PluginError, get_registry
 
@@ -21,7 +22,8 @@ HELP = "run a task of a saved model (`mmflow generate --model FOLDER --task NAME
 
 
 def resolve_model(model: str | None) -> Path:
-    """A model folder from ``--model``: a folder, a model name a plugin ships, or (None) the shipped default."""
+    """A model folder from ``--model``: a folder, a model name a plugin ships, a Hub id (``org/name``) in the local
+    Hugging Face cache, or (None) the shipped default."""
     models = get_registry().models
     if model is None:
         if "default" not in models:
@@ -29,7 +31,7 @@ def resolve_model(model: str | None) -> Path:
         return Path(models["default"])
     if model in models and not Path(model).exists():
         return Path(models[model])
-    folder = Path(model)
+    folder = resolve_pretrained(model)
     if not (folder / "model_index.json").is_file():
         known = f" or one of the installed models {sorted(models)}" if models else ""
         raise FileNotFoundError(f"--model {model}: not a saved pipeline folder (no model_index.json); pass a folder "

@@ -31,6 +31,7 @@ from diffusers.utils import BaseOutput
 from .codecs import EncodedStream, InputError, StreamCodec, TensorCodec
 from .flow import Guidance
 from .long_form import LongFormSampler, StreamTrack, Timeline
+from .hub import resolve_pretrained
 from .model_folder import check_model_folder
 from .plugins import get_registry
 from .scheduler import FlowMatchingScheduler
@@ -111,10 +112,12 @@ class MMFlowPipeline(DiffusionPipeline):
 
     @classmethod
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
-        """Load a saved folder after checking it (``mmflow.model_folder``): only installed mmflow plugins' modules,
+        """Load a saved folder, or a Hub id (``org/name``) from the local Hugging Face cache (``mmflow.hub``; never
+        downloaded), after checking it (``mmflow.model_folder``): only installed mmflow plugins' modules,
         readable weights, every component present."""
-        check_model_folder(pretrained_model_name_or_path)
-        return super().from_pretrained(pretrained_model_name_or_path, **kwargs)
+        folder = resolve_pretrained(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("cache_dir"))
+        check_model_folder(folder)
+        return super().from_pretrained(folder, **kwargs)
 
     @classmethod
     def cli_main(cls, argv: list[str], folder) -> int:
