@@ -27,12 +27,12 @@ def resolve_pretrained(name_or_path: str | os.PathLike, revision: str | None = N
     if not is_hub_id(name_or_path):
         return Path(name_or_path)
     from huggingface_hub import constants, snapshot_download
-    from huggingface_hub.errors import LocalEntryNotFoundError
+    from huggingface_hub.errors import HFValidationError, LocalEntryNotFoundError
 
     try:
         return Path(snapshot_download(str(name_or_path), revision=revision, cache_dir=cache_dir,
                                       local_files_only=True))
-    except LocalEntryNotFoundError:
+    except (LocalEntryNotFoundError, HFValidationError):  # not cached, or a name the Hub would not accept
         where = cache_dir or constants.HF_HUB_CACHE
         at = f" at revision {revision!r}" if revision else ""
         raise FileNotFoundError(

@@ -30,8 +30,8 @@ from diffusers.utils import BaseOutput
 
 from .codecs import EncodedStream, InputError, StreamCodec, TensorCodec
 from .flow import Guidance
-from .long_form import LongFormSampler, StreamTrack, Timeline
 from .hub import resolve_pretrained
+from .long_form import LongFormSampler, StreamTrack, Timeline
 from .model_folder import check_model_folder
 from .plugins import get_registry
 from .scheduler import FlowMatchingScheduler

@@ -55,7 +55,15 @@ def run(args: argparse.Namespace) -> int:
     from ..scheduler import FlowMatchingScheduler
     from ..transformer import MMDiT
     from ..validation import WINDOW
-    from . import CheckpointError, ConfigError, Trainer, TrainingConfig, build_dataset, build_model, check_tracker
+    from . import (
+        CheckpointError,
+        ConfigError,
+        Trainer,
+        TrainingConfig,
+        build_dataset,
+        build_model,
+        check_tracker,
+    )
     from .config import read_yaml_mapping
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
