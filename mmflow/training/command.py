@@ -55,16 +55,9 @@ def run(args: argparse.Namespace) -> int:
     from ..scheduler import FlowMatchingScheduler
     from ..transformer import MMDiT
     from ..validation import WINDOW
-    from . import (
-        CheckpointError,
-        ConfigError,
-        Trainer,
-        TrainingConfig,
-        build_dataset,
-        build_model,
-        check_tracker,
-    )
+    from . import CheckpointError, ConfigError, Trainer, TrainingConfig, build_dataset, build_model
     from .config import read_yaml_mapping
+    from .trainer import check_tracker
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     WINDOW.check("--max-seconds (the exported pipeline's window)", args.max_seconds)
