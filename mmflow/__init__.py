@@ -1,5 +1,13 @@
 """mmflow: a modular plugin framework for multimodal flow-matching models."""
 
+import os
+
+# Idle OpenMP threads sleep instead of spinning (unless the user chose otherwise). On a small shared CPU a
+# spinning thread takes the core its partner needs: `mmflow generate` on 2 cores next to one busy process ran
+# 38.5 s with the default and 6.6 s with PASSIVE, same output bytes (benchmarks/cpu_realtime.py, issue 19).
+# It must be set before torch loads its OpenMP runtime, hence here, first.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 from diffusers import ModelMixin, SchedulerMixin  # noqa: F401  (diffusers resolves component base classes here)
 
 from .attention import AttentionBackendError, attend

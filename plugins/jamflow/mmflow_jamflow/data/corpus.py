@@ -37,9 +37,8 @@ from collections.abc import Iterable, Sequence
 from concurrent.futures import ProcessPoolExecutor
 from functools import lru_cache
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import datasets
 import numpy as np
 import torch
 from mmflow_audio_f5tts.espeak import VOICES, EspeakEngine, Voice
@@ -50,6 +49,9 @@ from mmflow_motion_liveportrait.keypoints import NUM_KEYPOINTS
 from mmflow_motion_liveportrait.motion_stream import MotionNormalizer
 from mmflow_motion_liveportrait.plugin import MOTION
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:  # imported where used: `mmflow generate` loads this module and never needs it
+    import datasets
 
 from .visemes import motion_from_phones, openness_from_phones
 
@@ -145,6 +147,7 @@ def _worker_make(index: int) -> dict[str, Any]:
 
 
 def _expressions(source: datasets.Dataset | Iterable[np.ndarray]) -> list[torch.Tensor]:
+    import datasets  # here, not at the top: `mmflow generate` loads this module and never needs it
     if isinstance(source, datasets.Dataset):
         source = source.with_format("numpy")["expression"]
     out = []
@@ -200,6 +203,7 @@ def _normalise_rows(rows: dict[str, list], normalizer: MotionNormalizer) -> None
 
 def corpus_features(normalizer: MotionNormalizer | None = None) -> datasets.Features:
     """Column types of the corpus."""
+    import datasets  # here, not at the top: `mmflow generate` loads this module and never needs it
     normalizer = normalizer or MotionNormalizer()
     return datasets.Features({
         "audio": datasets.Array2D(shape=(None, N_MELS), dtype="float32"),
@@ -270,6 +274,7 @@ def corpus_fingerprint(
 
 
 def _generate(num_clips: int, config: CorpusConfig, normalizer: MotionNormalizer, num_proc: int) -> datasets.Dataset:
+    import datasets  # here, not at the top: `mmflow generate` loads this module and never needs it
     features = corpus_features(normalizer)
     tables: list[datasets.Dataset] = []
     rows: dict[str, list] = {}
@@ -337,6 +342,7 @@ def build_dataset(
         normalizer: ``MotionNormalizer`` (or a folder saved with ``save_pretrained``) for ``motion`` /
             ``motion_cond``; default :func:`pilot_normalizer` over ``voices``.
     """
+    import datasets  # here, not at the top: `mmflow generate` loads this module and never needs it
     if num_clips < 1:
         raise ValueError(f"num_clips must be >= 1, got {num_clips}")
     config = CorpusConfig.build(seed, voices, rates, min_seconds, max_seconds)

@@ -47,9 +47,8 @@ import shutil
 from collections import Counter
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
-import datasets
 import numpy as np
 import torch
 from mmflow_audio_f5tts.audio_io import SILENCE_PEAK, normalize_rms, resample, to_mono
@@ -63,6 +62,9 @@ from mmflow_motion_liveportrait.networks import MotionExtractor
 from mmflow_motion_liveportrait.plugin import MOTION
 from mmflow_motion_liveportrait.video import VideoData, VideoReadError, read_video
 from tqdm.auto import tqdm
+
+if TYPE_CHECKING:  # imported where used: `mmflow generate` loads this module and never needs it
+    import datasets
 
 from mmflow.io import atomic_path, write_text_atomic
 
@@ -434,6 +436,7 @@ class _TextEncoder:
 
 def clips_features(normalizer: MotionNormalizer | None = None) -> datasets.Features:
     """Column types of a preprocessed clip set (the synthetic corpus's where they share a name)."""
+    import datasets  # here, not at the top: `mmflow generate` loads this module and never needs it
     shared = corpus_features(normalizer)
     return datasets.Features({
         **{name: shared[name] for name in ("audio", "audio_text", "motion", "motion_cond", "expression", "text",
@@ -469,6 +472,7 @@ def _rows(kept: list[dict[str, Any]], state: dict[str, torch.Tensor]) -> Iterato
 
 def _write_dataset(out_dir: Path, kept: list[dict[str, Any]], normalizer: MotionNormalizer) -> None:
     """Write ``<out>/dataset`` atomically: a crash leaves the previous dataset (or none), never half of one."""
+    import datasets  # here, not at the top: `mmflow generate` loads this module and never needs it
     state = {k: v.detach().cpu().clone() for k, v in normalizer.state_dict().items()}
     digest = hashlib.sha256(json.dumps([[r["shard"], r["text"], r["speaker"]] for r in kept]).encode())
     for key, value in sorted(state.items()):
@@ -493,6 +497,7 @@ def load_clips_dataset(out_dir: str | os.PathLike) -> datasets.Dataset:
     As a trainer data source: ``data: {path: <out>/dataset}``, or
     ``data: {source: "mmflow_jamflow.data.preprocess:load_clips_dataset", kwargs: {out_dir: <out>}}``.
     """
+    import datasets  # here, not at the top: `mmflow generate` loads this module and never needs it
     path = Path(out_dir)
     if not (path / "dataset_info.json").is_file() and (path / "dataset").is_dir():
         path = path / "dataset"
