@@ -1,0 +1,199 @@
+"""Real-time factor, time to first file and peak memory of ``mmflow generate`` with the embedded default, on CPU.
+
+Each case runs the command as a user does (``mmflow generate --text TEXT --out DIR``: text → wav, npz, pkl and an
+mp4 with sound, the default model, its default steps and seed) in a fresh subprocess, so that start-up imports
+and peak RSS are the run's own. Cases: a ~2 s, a ~6 s and a ~60 s text, each with and without ``--no-video``.
+
+Reported per case:
+
+* ``wall_s``: the subprocess from launch to exit (interpreter start and imports included);
+* ``audio_s``: seconds of speech in the written wav; ``rtf`` = wall_s / audio_s (≤ 1.0 is real time);
+* ``first_file_s``: launch → the first output file complete (its mtime; outputs are written atomically, so a
+  file exists only once whole). Nothing is streamed, so this is when the whole generation is done and the
+  wav has been written, not a streaming latency;
+* ``peak_rss_mb``: the child's ``ru_maxrss`` (VmHWM), read in the parent after the child exits;
+* ``import_s``: interpreter start → the command's modules imported (measured in the child);
+* ``breakdown_s`` (``--profile`` runs only, a second subprocess per case under cProfile, so its seconds carry
+  the profiler's overhead and are for proportions): cumulative time in the text front end, sampling, vocoder,
+  render, mux and file writing.
+
+The reference, measured in the same run: the release's own numbers (``RELEASE`` below: a 6.2 s clip in 11.2 s,
+RTF 1.8; 3.4 GB RSS for a 59 s paragraph), and the same cases run by this script.
+
+    python benchmarks/cpu_realtime.py                     # all cases, writes benchmarks/results/cpu-realtime.json
+    python benchmarks/cpu_realtime.py --cases 2s 6s --profile
+    python benchmarks/cpu_realtime.py --label after --merge   # add a labelled run to the existing JSON
+    python benchmarks/cpu_realtime.py --busy 1 --env OMP_WAIT_POLICY= --label busy-spin --merge  # one core taken
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import pstats
+import subprocess
+import sys
+import tempfile
+import time
+import wave
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "cpu-realtime.json"
+
+RELEASE = {"6.2 s clip wall_s": 11.2, "6.2 s clip rtf": 1.8, "59 s paragraph peak_rss_mb": 3400.0}
+"""The numbers issue 19 quotes for the release (the target: RTF ≤ 1.0, RSS ≤ 1.5 GB flat in the length)."""
+
+SENTENCE = ("The small boat drifted past the harbour lights while the old keeper counted the ships "
+            "that came home before the storm. ")
+TEXTS = {
+    "2s": "Good morning to you.",
+    "6s": "Good morning, how are you today? I hope you slept well and had a nice breakfast.",
+    "60s": SENTENCE * 9,
+}
+"""Texts whose default-speed speech lasts about 2, 6 and 60 seconds (the written wav says exactly how long)."""
+
+PHASES = {
+    "plugin_registry": [("mmflow/plugins.py", "build_registry")],
+    "model_load": [("mmflow/pipeline.py", "from_pretrained")],
+    "text_front_end": [("mmflow_audio_f5tts/codec.py", "encode")],
+    "sampling": [("mmflow/flow.py", "generate")],
+    "vocoder": [("mmflow_audio_f5tts/codec.py", "decode")],
+    "renderer_setup": [("mmflow_motion_liveportrait/render.py", "make_renderer")],
+    "render": [("mmflow_motion_liveportrait/codec.py", "decode")],
+    "mux": [("mmflow_motion_liveportrait/video.py", "write_video")],
+    "write_wav": [("mmflow_audio_f5tts/audio_io.py", "write_wav")],
+    "write_motion": [("mmflow_motion_liveportrait/motion_template.py", "save_motion_template")],
+}
+"""cProfile entries (file suffix, function name) whose cumulative time makes up each phase: the audio codec's
+``encode`` is the text front end (espeak timing, tokens), its ``decode`` the vocoder (mel → wave); the motion
+codec's ``decode`` renders the frames; ``make_renderer`` is the renderer's set-up (portrait, landmarks)."""
+
+
+def _child(argv: list[str], import_mark: Path) -> int:
+    """Run ``mmflow generate`` in this process, noting when its imports were done."""
+    started = time.time()
+    from mmflow_jamflow import cli, pipeline  # noqa: F401  (what the command imports before the model loads)
+
+    from mmflow.cli import main
+
+    import_mark.write_text(json.dumps({"import_s": time.time() - started}))
+    return main(argv)
+
+
+def _wav_seconds(path: Path) -> float:
+    with wave.open(str(path)) as handle:
+        return handle.getnframes() / handle.getframerate()
+
+
+def _phase_seconds(stats_path: Path) -> dict[str, float]:
+    """Cumulative seconds per phase from a cProfile dump (recursive entries count once, as cProfile does)."""
+    stats = pstats.Stats(str(stats_path)).stats
+    out = {}
+    for phase, keys in PHASES.items():
+        out[phase] = round(sum(cumulative for (filename, _line, name), (_cc, _nc, _tt, cumulative, _callers)
+                               in stats.items() if any(filename.endswith(suffix) and name == function
+                                                       for suffix, function in keys)), 3)
+    return out
+
+
+def _busy_loop() -> None:  # pragma: no cover - runs in a helper process
+    while True:
+        pass
+
+
+def run_case(name: str, video: bool, profile: bool, env: dict[str, str] | None = None) -> dict:
+    """One fresh subprocess of ``mmflow generate`` for ``TEXTS[name]``; the measures listed in the docstring."""
+    with tempfile.TemporaryDirectory(prefix="mmflow-cpu-rt-") as tmp:
+        out, mark, stats = Path(tmp) / "out", Path(tmp) / "imports.json", Path(tmp) / "profile.pstats"
+        argv = ["generate", "--text", TEXTS[name], "--out", str(out), *([] if video else ["--no-video"])]
+        code = (f"import sys, json, pathlib; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+                f"from cpu_realtime import _child; argv = json.loads(sys.argv[1]); ")
+        if profile:
+            code += (f"import cProfile; p = cProfile.Profile(); rc = p.runcall(_child, argv, pathlib.Path({str(mark)!r})); "
+                     f"p.dump_stats({str(stats)!r}); sys.exit(rc)")
+        else:
+            code += f"sys.exit(_child(argv, pathlib.Path({str(mark)!r})))"
+        load = os.getloadavg()[0]  # the machine is shared: a busy one slows every case alike
+        launched = time.time()
+        log = Path(tmp) / "log.txt"
+        with log.open("w") as handle:
+            proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(argv)], stdout=handle, stderr=handle,
+                                    env=os.environ | (env or {}))
+            _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: ru_maxrss is its VmHWM
+        wall = time.time() - launched
+        if os.waitstatus_to_exitcode(status):
+            raise RuntimeError(f"case {name} (video={video}) failed:\n{log.read_text()[-4000:]}")
+        files = sorted(out.iterdir(), key=lambda p: p.stat().st_mtime)
+        audio = _wav_seconds(out / "sample.wav")
+        result = {
+            "case": name, "video": video, "profiled": profile, "text_chars": len(TEXTS[name]),
+            "wall_s": round(wall, 3), "audio_s": round(audio, 3), "rtf": round(wall / audio, 3),
+            "first_file_s": round(files[0].stat().st_mtime - launched, 3), "first_file": files[0].name,
+            "load_avg_1min_before": round(load, 2),
+            "import_s": round(json.loads(mark.read_text())["import_s"], 3),
+            "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
+            "outputs": [p.name for p in files],
+        }
+        if profile:
+            result["breakdown_s"] = _phase_seconds(stats)
+        return result
+
+
+def _commit() -> str:
+    """The checked-out commit, so a labelled run names its code."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    return head.stdout.strip()
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--cases", nargs="+", choices=sorted(TEXTS), default=["2s", "6s", "60s"])
+    parser.add_argument("--profile", action="store_true", help="also a cProfile run per case, for the breakdown")
+    parser.add_argument("--label", default="baseline", help="name of this run in the JSON (e.g. before / after)")
+    parser.add_argument("--merge", action="store_true", help="keep the other labelled runs already in --out")
+    parser.add_argument("--env", action="append", default=[], metavar="KEY=VALUE",
+                        help="environment of the runs (e.g. OMP_WAIT_POLICY= for the OpenMP runtime's own default)")
+    parser.add_argument("--busy", type=int, default=0, help="processes spinning on a core during the runs (the "
+                        "shared machine's other work, made repeatable)")
+    parser.add_argument("--note", default="", help="how this run differs (stored with it)")
+    parser.add_argument("--out", type=Path, default=RESULTS)
+    args = parser.parse_args(argv)
+    env = dict(item.split("=", 1) for item in args.env)
+    import multiprocessing
+
+    busy = [multiprocessing.Process(target=_busy_loop, daemon=True) for _ in range(args.busy)]
+    for process in busy:
+        process.start()
+
+    runs = []
+    for name in args.cases:
+        for video in (True, False):
+            runs.append(run_case(name, video, profile=False, env=env))
+            print(json.dumps(runs[-1]), flush=True)
+            if args.profile:
+                runs.append(run_case(name, video, profile=True, env=env))
+                print(json.dumps(runs[-1]), flush=True)
+    for process in busy:
+        process.terminate()
+    document = json.loads(args.out.read_text()) if args.merge and args.out.exists() else {}
+    document.update({
+        "benchmark": "mmflow generate, embedded default model, end to end on CPU (benchmarks/cpu_realtime.py)",
+        "machine": {"cpus": os.cpu_count(), "platform": platform.platform(), "python": platform.python_version()},
+        "release_reference": RELEASE,
+        "targets": {"rtf": 1.0, "peak_rss_mb_60s": 1500.0},
+    })
+    document.setdefault("runs", {})[args.label] = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                                                   "commit": _commit(), "env": env, "busy_processes": args.busy, "note": args.note,
+                                                   "cases": runs}
+    from mmflow.io import write_text_atomic
+
+    write_text_atomic(args.out, json.dumps(document, indent=2) + "\n")
+    print(args.out)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
