@@ -12,7 +12,8 @@ Reported per case:
   file exists only once whole). Nothing is streamed, so this is when the whole generation is done and the
   wav has been written, not a streaming latency;
 * ``peak_rss_mb``: the child's ``ru_maxrss`` (VmHWM), read in the parent after the child exits;
-* ``import_s``: interpreter start → the command's modules imported (measured in the child);
+* ``import_s``: the child's first statement → mmflow's CLI and the JAM-Flow pipeline imported (the interpreter's
+  own start-up, about 0.1 s, is in wall_s only);
 * ``breakdown_s`` (``--profile`` runs only, a second subprocess per case under cProfile, so its seconds carry
   the profiler's overhead and are for proportions): cumulative time in the text front end, sampling, vocoder,
   render, mux and file writing.
