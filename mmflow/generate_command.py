@@ -110,7 +110,7 @@ def generic_cli_main(pipeline_cls, argv: list[str], folder: Path) -> int:
     """``mmflow generate`` for a pipeline without flags of its own: the task's declared inputs as ``--input``."""
     import logging
 
-    from .io import folder_lock, output_folder
+    from .io import check_stem, folder_lock, output_folder
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     pipe = pipeline_cls.from_pretrained(folder)
@@ -132,9 +132,7 @@ def generic_cli_main(pipeline_cls, argv: list[str], folder: Path) -> int:
                         help="couple the streams (--no-joint-attention: each stream alone, the ablation)")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args(argv)
-    stem = args.stem
-    if not stem or stem.startswith(".") or any(sep in stem for sep in ("/", "\\")) or not stem.isprintable():
-        raise ValueError(f"--stem {stem!r} must be a plain, visible file name such as 'sample'")
+    stem = check_stem(args.stem)
     inputs = dict(args.input)
     twice = sorted({name for name, _ in args.input if [n for n, _ in args.input].count(name) > 1})
     if twice:

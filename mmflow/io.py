@@ -22,6 +22,23 @@ class OutputLockedError(RuntimeError):
     """Another process is writing into the same output folder."""
 
 
+def check_stem(stem: str) -> str:
+    """An output stem (``--stem``) must be a plain, visible file name: no folder part, no ``..``, not empty, nothing
+    non-printable, so outputs land in the output folder and nowhere else."""
+    problem = None
+    if not isinstance(stem, str) or not stem.strip():
+        problem = "is empty"
+    elif any(sep in stem for sep in ("/", "\\", os.sep, os.altsep) if sep):
+        problem = "contains a path separator (files go into the output folder; choose the folder with --out)"
+    elif stem.startswith("."):
+        problem = "starts with '.' (a hidden file, or '..' outside the output folder)"
+    elif not stem.isprintable():
+        problem = "contains control or other non-printable characters"
+    if problem:
+        raise ValueError(f"output stem {stem!r} {problem}; give a plain file name such as 'sample'")
+    return stem
+
+
 def writable_folder(folder: str | os.PathLike) -> Path:
     """Create ``folder`` if needed; raise before any work is done when it cannot be written."""
     folder = Path(folder)

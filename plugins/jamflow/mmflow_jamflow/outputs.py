@@ -11,7 +11,7 @@ import numpy as np
 from diffusers.utils import BaseOutput
 from mmflow_motion_liveportrait.plugin import MOTION
 
-from mmflow.io import check_replaceable_file, writable_folder
+from mmflow.io import check_replaceable_file, check_stem, writable_folder
 
 logger = logging.getLogger(__name__)
 
@@ -121,22 +121,6 @@ def _voiced_spans(audio: np.ndarray, sample_rate: int, fps: float, min_silence: 
     spans.append((start, None))
     end = len(audio) / sample_rate
     return [(a / fps, end if b is None else b / fps) for a, b in spans if b is None or b > a]
-
-
-def check_stem(stem: str) -> str:
-    """A stem must be a plain, visible file name: no folder part, no ``..``, not empty, no control characters."""
-    problem = None
-    if not isinstance(stem, str) or not stem.strip():
-        problem = "is empty"
-    elif any(sep in stem for sep in ("/", "\\", os.sep, os.altsep) if sep):
-        problem = "contains a path separator (files go into the output folder; choose the folder with --out)"
-    elif stem.startswith("."):
-        problem = "starts with '.' (a hidden file, or '..' outside the output folder)"
-    elif any(ord(char) < 32 or ord(char) == 127 for char in stem):
-        problem = "contains control characters"
-    if problem:
-        raise ValueError(f"output stem {stem!r} {problem}; give a plain file name such as 'sample'")
-    return stem
 
 
 def output_paths(out_dir: str | os.PathLike, stem: str, kinds, count: int = 1) -> list[dict[str, Path]]:
