@@ -114,18 +114,16 @@ class LivePortraitMotionCodec:
             if state["idle"] not in IDLE_CHOICES and not isinstance(state["idle"], str | os.PathLike | MotionTemplate):
                 raise InputError(f"idle must be one of {IDLE_CHOICES} or a motion template, got {state['idle']!r}")
             return EncodedStream(state=state)
-        exp = self.load(inputs["motion"], weights)
-        state["pose"] = self.pose(inputs["motion"], len(exp))
+        motion = inputs["motion"]
+        if isinstance(motion, str | os.PathLike) and motion_file_kind(motion) == "template":
+            motion = load_motion_template(motion)  # read once: its expressions and its head pose
+        exp = self.load(motion, weights)
+        state["pose"] = self.pose(motion, len(exp)) if isinstance(motion, MotionTemplate) else None
         mouth, rest = self.normalizer.normalize(torch.from_numpy(exp))
         return EncodedStream(content=mouth.float(), cond=rest.float(), state=state)
 
-    def pose(self, motion, frames: int) -> dict[str, np.ndarray] | None:
-        """A template's head pose (scale, R, t) at the stream's rate (nearest frame), for the renderer; None when
-        the motion carries none (expression arrays)."""
-        if isinstance(motion, str | os.PathLike) and motion_file_kind(motion) == "template":
-            motion = load_motion_template(motion)
-        if not isinstance(motion, MotionTemplate):
-            return None
+    def pose(self, motion: MotionTemplate, frames: int) -> dict[str, np.ndarray]:
+        """A template's head pose (scale, R, t) at the stream's rate (nearest frame), for the renderer."""
         index = np.minimum(np.round(np.arange(frames) / float(self.spec.frame_rate) * motion.fps).astype(int),
                            motion.num_frames - 1)
         return {"scale": motion.scale[index], "R": motion.R[index], "t": motion.t[index]}
