@@ -71,3 +71,15 @@ class MMFlowHookSpecs:
     def mmflow_commands(self) -> dict[str, Callable]:
         """Subcommands of ``mmflow``: ``add(subparsers) -> None`` adds its parser (``set_defaults(run=...)``,
         ``run(args) -> int``). E.g. the JAM-Flow plugin adds ``mmflow build-jamflow``; the core adds ``train``."""
+
+    @hookspec
+    def mmflow_metrics(self) -> dict[str, Callable]:
+        """Evaluation metrics by name: ``factory(options, workdir) -> mmflow.evaluation.Metric`` (see
+        ``mmflow/evaluation/metric.py``). A metric reads generated files by kind, so it scores any model whose
+        pipeline writes that kind of file."""
+
+    @hookspec
+    def mmflow_benchmarks(self) -> dict[str, Callable]:
+        """Benchmark lists by name: ``loader(root: Path | None) -> list[mmflow.evaluation.BenchmarkItem]``.
+        ``root`` is the local dataset folder (None for benchmarks shipped in the plugin); a loader raises
+        ``mmflow.codecs.InputError`` naming what is missing from it."""

@@ -28,7 +28,7 @@ from .tasks import TaskPreset
 logger = logging.getLogger(__name__)
 
 ENTRY_POINT_GROUP = "mmflow.plugins"
-KINDS = ("streams", "stream_codecs", "pipelines", "models", "backbones", "mask_presets", "tasks", "demos", "commands")
+KINDS = ("streams", "stream_codecs", "pipelines", "models", "backbones", "mask_presets", "tasks", "demos", "commands", "metrics", "benchmarks")
 
 
 class PluginError(RuntimeError):
@@ -56,6 +56,8 @@ class Registry:
     tasks: dict[str, TaskPreset] = field(default_factory=dict)
     demos: dict[str, Callable] = field(default_factory=dict)
     commands: dict[str, Callable] = field(default_factory=dict)
+    metrics: dict[str, Callable] = field(default_factory=dict)
+    benchmarks: dict[str, Callable] = field(default_factory=dict)
     plugins: list[PluginInfo] = field(default_factory=list)
     owners: dict[tuple[str, str], str] = field(default_factory=dict)
 
@@ -87,6 +89,12 @@ class Registry:
 
     def demo(self, name: str) -> Callable:
         return self._lookup("demos", name)
+
+    def metric(self, name: str) -> Callable:
+        return self._lookup("metrics", name)
+
+    def benchmark(self, name: str) -> Callable:
+        return self._lookup("benchmarks", name)
 
 
 def _add(registry: Registry, kind: str, plugin: str, items: dict):
@@ -146,7 +154,7 @@ def build_registry(extra_plugins: dict[str, object] | None = None, load_entry_po
 
         for specs in results("mmflow_streams"):
             _add(registry, "streams", name, {spec.name: spec for spec in specs})
-        for kind in ("stream_codecs", "pipelines", "models", "backbones", "mask_presets", "demos", "commands"):
+        for kind in ("stream_codecs", "pipelines", "models", "backbones", "mask_presets", "demos", "commands", "metrics", "benchmarks"):
             for items in results(f"mmflow_{kind}"):
                 _add(registry, kind, name, items)
         for tasks in results("mmflow_tasks"):
