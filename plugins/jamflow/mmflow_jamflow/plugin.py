@@ -42,3 +42,17 @@ def mmflow_commands():
     from .data.preprocess import add_preprocess
 
     return {"build-jamflow": add_build, "preprocess": add_preprocess}
+
+
+@hookimpl
+def mmflow_metrics():
+    from .evaluation import METRICS
+
+    return dict(METRICS)
+
+
+@hookimpl
+def mmflow_benchmarks():
+    from .evaluation import BENCHMARKS
+
+    return dict(BENCHMARKS)
