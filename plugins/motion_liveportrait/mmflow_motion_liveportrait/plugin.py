@@ -20,3 +20,11 @@ def mmflow_stream_codecs():
     from .codec import LivePortraitMotionCodec
 
     return {"motion": LivePortraitMotionCodec}
+
+
+@hookimpl
+def mmflow_metrics():
+    from .metrics.fid import fid_metric
+    from .metrics.fvd import fvd_metric
+
+    return {"fid": fid_metric, "fvd": fvd_metric}
