@@ -27,7 +27,8 @@ def mmflow_pipelines():
 @hookimpl
 def mmflow_commands():
     from .app import add_app
+    from .evaluation.command import add_evaluate
     from .generate_command import add_generate
     from .training.command import add_train
 
-    return {"generate": add_generate, "train": add_train, "app": add_app}
+    return {"generate": add_generate, "train": add_train, "app": add_app, "evaluate": add_evaluate}
