@@ -204,6 +204,9 @@ class SamplingConfig:
         _check(self.batch_size >= 1, f"{path}.batch_size", f"must be >= 1, got {self.batch_size}")
 
 
+LORA_EXPORTS = ("merged", "adapter", "both")
+
+
 @dataclass
 class LoRAConfig:
     """LoRA fine-tuning (``mmflow.training.lora``): rank 0 trains the weights themselves.
@@ -213,18 +216,23 @@ class LoRAConfig:
         alpha: Scale numerator: the update is ``alpha / r · B A``.
         targets: Names (or name suffixes) of the linear layers to adapt.
         dropout: Dropout on the LoRA branch's input.
+        export: ``merged`` (the model folder has the update merged in), ``adapter`` (the model folder keeps the
+            base weights and ``lora/pytorch_lora_weights.safetensors`` the adapter, for ``load_lora_weights``)
+            or ``both`` (merged model and adapter).
     """
 
     rank: int = 0
     alpha: float = 16.0
     targets: list = field(default_factory=lambda: ["to_q", "to_k", "to_v", "to_out.0"])
     dropout: float = 0.0
+    export: str = "merged"
 
     def validate(self, path: str):
         _check(self.rank >= 0, f"{path}.rank", f"must be >= 0 (0 turns LoRA off), got {self.rank}")
         _check(self.alpha > 0, f"{path}.alpha", f"must be > 0, got {self.alpha}")
         _check(bool(self.targets), f"{path}.targets", "name at least one linear layer, e.g. to_q")
         _check(0 <= self.dropout < 1, f"{path}.dropout", f"must be in [0, 1), got {self.dropout}")
+        _check(self.export in LORA_EXPORTS, f"{path}.export", f"must be one of {LORA_EXPORTS}, got {self.export!r}")
 
 
 @dataclass
