@@ -27,3 +27,10 @@ def mmflow_stream_codecs():
     from .codec import F5AudioCodec
 
     return {"audio": F5AudioCodec}
+
+
+@hookimpl
+def mmflow_metrics():
+    from .metrics.wer import make_wer
+
+    return {"wer": make_wer}
