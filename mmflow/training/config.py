@@ -71,6 +71,9 @@ class DataConfig:
             smaller keeps batches more random (1 turns bucketing off).
         shuffle: Shuffle rows every epoch (off: batches in dataset order, for debugging).
         num_workers: DataLoader worker processes.
+        streaming: Read the rows as a ``datasets.IterableDataset`` (``mmflow.training.streaming``): a saved folder
+            through ``to_iterable_dataset``, or a ``source`` that returns ``load_dataset(..., streaming=True)``.
+        shuffle_buffer: Rows in the streamed shuffle buffer (with ``shuffle``).
     """
 
     source: str | None = None
@@ -80,6 +83,8 @@ class DataConfig:
     bucket_batches: int = 32
     shuffle: bool = True
     num_workers: int = 0
+    streaming: bool = False
+    shuffle_buffer: int = 1000
 
     def validate(self, path: str):
         _check((self.source is None) != (self.path is None), path,
@@ -91,6 +96,7 @@ class DataConfig:
             _check(Path(self.path).is_dir(), f"{path}.path", f"{self.path!r} is not a folder")
         _check(self.bucket_batches >= 1, f"{path}.bucket_batches", f"must be >= 1, got {self.bucket_batches}")
         _check(self.num_workers >= 0, f"{path}.num_workers", f"must be >= 0, got {self.num_workers}")
+        _check(self.shuffle_buffer >= 1, f"{path}.shuffle_buffer", f"must be >= 1, got {self.shuffle_buffer}")
 
 
 @dataclass
