@@ -34,3 +34,10 @@ def mmflow_metrics():
     from .metrics.wer import make_wer
 
     return {"wer": make_wer}
+
+
+@hookimpl
+def mmflow_benchmarks():
+    from .metrics.librispeech_pc import load_librispeech_pc_test_clean
+
+    return {"librispeech_pc_test_clean": load_librispeech_pc_test_clean}
