@@ -15,6 +15,7 @@ from .backbone import DiTBackbone, StreamBackbone
 from .flow import FlowMatchingObjective, Guidance, generate, time_grid
 from .masks import Blocked, Full, LocalWindow, MaskPolicy, SameTime, local_global_policy
 from .pipeline import MMFlowOutput, MMFlowPipeline
+from .diffusers_compat import register_with_diffusers
 from .hookspecs import hookimpl
 from .plugins import PluginError, get_registry
 from .tasks import TaskInput, TaskPreset
@@ -23,6 +24,8 @@ from .streams import StreamBatch, StreamSpec
 from .transformer import MMDiT
 
 __version__ = "0.1.0"
+
+register_with_diffusers()  # DiffusionPipeline.from_pretrained finds mmflow pipelines (mmflow.diffusers_compat)
 
 __all__ = [
     "AttentionBackendError",
@@ -49,5 +52,6 @@ __all__ = [
     "get_registry",
     "hookimpl",
     "local_global_policy",
+    "register_with_diffusers",
     "time_grid",
 ]

@@ -39,15 +39,13 @@ def read_model_index(folder: str | os.PathLike) -> dict:
     return config
 
 
-def check_model_folder(folder: str | os.PathLike) -> None:
-    """Refuse a folder whose ``model_index.json`` names modules outside the installed mmflow plugins, lacks a
-    component's folder, or holds an unreadable ``.safetensors`` file; every message names the file and the fix.
-    The allowed component modules are imported here, so diffusers finds them."""
-    folder = Path(folder)
-    config = read_model_index(folder)
+def component_modules(config: dict, where: str) -> dict[str, str]:
+    """Component name → module for every component of a ``model_index.json`` mapping; a module outside mmflow and the
+    installed mmflow plugins is refused (before anything imports it), naming ``where`` the index comes from."""
     allowed = plugin_packages()
+    modules = {}
     for name, value in config.items():
-        if name.startswith("_") or not isinstance(value, list) or len(value) != 2 or value[0] is None:
+        if name.startswith("_") or not isinstance(value, list | tuple) or len(value) != 2 or value[0] is None:
             continue
         module = str(value[0])
         top = module.split(".")[0]
@@ -56,17 +54,34 @@ def check_model_folder(folder: str | os.PathLike) -> None:
                    else "nothing outside mmflow plugins is imported from a model folder; use a folder from a trusted "
                    "source")
             raise ImportError(
-                f"component {name!r} of {folder} names the module {module!r}, which belongs to no installed mmflow "
+                f"component {name!r} of {where} names the module {module!r}, which belongs to no installed mmflow "
                 f"plugin (installed: {', '.join(sorted(allowed))}); {fix}"
             )
+        modules[name] = module
+    return modules
+
+
+def import_component_module(name: str, module: str, where: str) -> None:
+    """Import an allowed component module (``component_modules``), naming the plugin to reinstall when it fails."""
+    try:
+        importlib.import_module(module)
+    except ImportError as error:
+        raise ImportError(f"component {name!r} of {where} needs the module {module!r}, which does not import "
+                          f"({error}); reinstall the plugin `{module.split('.')[0]}` or save the pipeline "
+                          f"again") from error
+
+
+def check_model_folder(folder: str | os.PathLike) -> None:
+    """Refuse a folder whose ``model_index.json`` names modules outside the installed mmflow plugins, lacks a
+    component's folder, or holds an unreadable ``.safetensors`` file; every message names the file and the fix.
+    The allowed component modules are imported here, so diffusers finds them."""
+    folder = Path(folder)
+    modules = component_modules(read_model_index(folder), str(folder))
+    for name, module in modules.items():
         if not (folder / name).is_dir():
             raise ModelFolderError(f"{folder} lacks the folder of its component {name!r} ({folder / name}), which "
                                    f"model_index.json lists; copy the whole model folder again")
-        try:
-            importlib.import_module(module)
-        except ImportError as error:
-            raise ImportError(f"component {name!r} of {folder} needs the module {module!r}, which does not import "
-                              f"({error}); reinstall the plugin `{top}` or save the pipeline again") from error
+        import_component_module(name, module, str(folder))
     for path in sorted(folder.rglob("*.safetensors")):
         _check_safetensors(path)
 

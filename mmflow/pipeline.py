@@ -119,6 +119,28 @@ class MMFlowPipeline(DiffusionPipeline):
         check_model_folder(folder)
         return super().from_pretrained(folder, **kwargs)
 
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """diffusers' ``save_pretrained``, without the local path a loaded pipeline remembers (``_name_or_path``):
+        a ``model_index.json`` names modules and classes only."""
+        from diffusers.configuration_utils import FrozenDict
+
+        config = self._internal_dict
+        self._internal_dict = FrozenDict({k: v for k, v in config.items() if k != "_name_or_path"})
+        try:
+            return super().save_pretrained(save_directory, *args, **kwargs)
+        finally:
+            self._internal_dict = config
+
+    @classmethod
+    def extract_init_dict(cls, config_dict, **kwargs):
+        """diffusers reads ``model_index.json`` through here (in this class's ``from_pretrained`` and in
+        ``DiffusionPipeline.from_pretrained``): every component module is checked to be mmflow's or an installed
+        plugin's, and registered for diffusers to import, before any component loads (``mmflow.diffusers_compat``)."""
+        from .diffusers_compat import allow_component_modules
+
+        allow_component_modules(config_dict)
+        return super().extract_init_dict(config_dict, **kwargs)
+
     @classmethod
     def cli_main(cls, argv: list[str], folder) -> int:
         """``mmflow generate`` for a saved folder of this class (``mmflow.generate_command``)."""
