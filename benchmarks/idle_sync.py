@@ -3,9 +3,9 @@
 ``talking_head`` on the held-out sentences with the embedded default model (or ``--model``), once with
 ``idle="natural"`` (the default since issue 17: blinks, brows, gaze and drift condition the motion stream) and
 once with ``idle="off"`` (the frozen mean face of earlier releases), same seeds. Lip sync is computed exactly as
-``benchmarks/jamflow_eval.py`` does (its functions are imported): Pearson r between the generated mouth opening
+``mmflow evaluate``'s ``motion_sync`` does (``mmflow_jamflow.evaluation``): Pearson r between the generated mouth opening
 and the RMS envelope of the generated speech at lags of ±5 frames, averaged over sentences; the peak is reported.
-No ASR here (the audio changes only through joint attention; run jamflow_eval.py for WER).
+No ASR here (the audio changes only through joint attention; run `mmflow evaluate` for WER).
 
     python benchmarks/idle_sync.py                       # 20 sentences
     python benchmarks/idle_sync.py --sentences 5 --steps 8
@@ -26,7 +26,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from jamflow_eval import _sync, best_lag, mean_curve  # noqa: E402
+from mmflow_jamflow.evaluation import best_lag, mean_curve, sync_curve  # noqa: E402
 
 from mmflow.io import write_text_atomic  # noqa: E402
 
@@ -59,7 +59,7 @@ def main(argv=None) -> int:
             out = pipe("talking_head", text, idle=idle, seed=args.seed + index, num_inference_steps=args.steps,
                        portrait=None, progress=False)
             opening = mouth_opening_from_expression(out.motions[0])
-            curves[idle].append(_sync(opening, np.asarray(out.audios[0], np.float32), SAMPLE_RATE)[0])
+            curves[idle].append(sync_curve(opening, np.asarray(out.audios[0], np.float32), SAMPLE_RATE))
         print(f"{index + 1}/{args.sentences} sentences", flush=True)
     summary = {}
     for idle in IDLES:

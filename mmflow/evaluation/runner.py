@@ -3,7 +3,7 @@
 The evaluation folder holds everything a rerun needs to do only what is missing::
 
     <out>/samples/<id>/<id>.wav|.mp4|.npz   the pipeline's own files, one folder per item, each written atomically
-    <out>/samples/settings.json             model, benchmark, seed, steps (other settings into the same folder are refused)
+    <out>/samples/settings.json             model, benchmark, seed, steps (other settings there are refused)
     <out>/scores/<metric>.jsonl             one row per sample, appended and fsynced as computed
     <out>/metrics/<metric>/                 the metric's own caches
     <out>/results.json, <out>/results.md    the summaries (written atomically)

@@ -27,12 +27,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from mmflow_motion_liveportrait.plugin import MOTION
 
 from mmflow.codecs import InputError
 from mmflow.evaluation import BenchmarkItem, Sample
 
 logger = logging.getLogger(__name__)
 
+MOTION_FPS = float(MOTION.frame_rate)
 ENVELOPE_SECONDS = 0.04
 MAX_LAG = 5
 SYNTHETIC_TASK = "talking_head"
@@ -108,11 +110,16 @@ def _finite(value: float | None) -> float | None:
     return None if value is None or math.isnan(value) else float(value)
 
 
+def sync_curve(mouth: np.ndarray, wave: np.ndarray, sample_rate: int, fps: float = MOTION_FPS,
+               max_lag: int = MAX_LAG, window_seconds: float = ENVELOPE_SECONDS) -> dict[int, float]:
+    """Per lag, the correlation of a per-frame mouth opening at ``fps`` with the envelope of ``wave``."""
+    return lagged_correlation(mouth, rms_envelope(wave, sample_rate, len(mouth), fps, window_seconds), max_lag)
+
+
 def sync_row(mouth: np.ndarray, wave: np.ndarray, sample_rate: int, fps: float, max_lag: int = MAX_LAG,
              window_seconds: float = ENVELOPE_SECONDS) -> dict[str, Any]:
     """One sample's row: best lag and r, r at lag 0, and the whole curve (keys as strings, for JSON)."""
-    envelope = rms_envelope(wave, sample_rate, len(mouth), fps, window_seconds)
-    curve = lagged_correlation(mouth, envelope, max_lag)
+    curve = sync_curve(mouth, wave, sample_rate, fps, max_lag, window_seconds)
     lag, r = best_lag(curve)
     return {"r": _finite(r), "lag": lag, "r_at_0": _finite(curve[0]),
             "curve": {str(k): _finite(v) for k, v in curve.items()}}
