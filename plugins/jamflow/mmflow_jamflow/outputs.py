@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 from diffusers.utils import BaseOutput
+from mmflow_motion_liveportrait.frames import RenderedVideo
 from mmflow_motion_liveportrait.plugin import MOTION
 
 from mmflow.io import check_replaceable_file, check_stem, writable_folder
@@ -22,12 +23,14 @@ OUTPUT_KINDS = ("wav", "npz", "pkl", "mp4")
 class JAMFlowOutput(BaseOutput):
     """Per prompt: ``audios`` (float32 waveforms at ``sample_rate``), ``motions`` (LivePortrait expressions
     ``T×21×3`` at ``fps``), ``videos`` (``T×H×W×3`` uint8, when a portrait was given) and the generated ``mels``
-    (``n×100``). A stream the task did not produce is None. ``poses``: per prompt, the head pose of the given
+    (``n×100``). A video is a ``RenderedVideo``: it reads like the array (``len``, ``shape``, indexing,
+    ``np.asarray``) but its frames are rendered when read, so ``save`` streams them into the mp4 batch by batch
+    and a long clip never holds all its frames in memory. A stream the task did not produce is None. ``poses``: per prompt, the head pose of the given
     motion template (``scale``, ``R``, ``t`` per frame) that the saved templates keep, or None."""
 
     audios: list[np.ndarray] | None
     motions: list[np.ndarray] | None
-    videos: list[np.ndarray] | None
+    videos: list[RenderedVideo | np.ndarray] | None
     mels: list[np.ndarray] | None
     sample_rate: int = 24_000
     fps: float = float(MOTION.frame_rate)
@@ -45,7 +48,12 @@ class JAMFlowOutput(BaseOutput):
         kept = [_voiced_spans(a, self.sample_rate, self.fps, min_silence, keep, threshold_db) for a in self.audios]
 
         def piece(item, spans, rate):
-            return None if item is None else np.concatenate([item[round(a * rate): round(b * rate)] for a, b in spans])
+            if item is None:
+                return None
+            cuts = [slice(round(a * rate), round(b * rate)) for a, b in spans]
+            if isinstance(item, RenderedVideo):  # cut without rendering: the kept frames render when written
+                return item.select(np.concatenate([np.arange(len(item))[c] for c in cuts]))
+            return np.concatenate([item[c] for c in cuts])
 
         def cut(items, rate):
             return None if items is None else [piece(item, spans, rate) for item, spans in zip(items, kept, strict=True)]

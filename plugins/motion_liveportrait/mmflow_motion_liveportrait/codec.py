@@ -205,8 +205,10 @@ class LivePortraitMotionCodec:
         pose = encoded.state.get("pose")
         if pose is not None:
             out["head_pose"] = pose  # saved into the motion template with the expressions
-        if renderer is not None:
-            out["video"] = renderer.render(self._driving(exp, pose), progress=progress)
+        if renderer is not None:  # frames made as the writer reads them (frames.RenderedVideo): memory stays flat
+            driving = self._driving(exp, pose)
+            streams = hasattr(renderer, "video")
+            out["video"] = renderer.video(driving, progress) if streams else renderer.render(driving, progress=progress)
         return out
 
     def _driving(self, exp: np.ndarray, pose: Mapping[str, np.ndarray] | None):
@@ -218,7 +220,7 @@ class LivePortraitMotionCodec:
 
     def save(self, outputs: Mapping[str, Any], folder: Path, stem: str) -> list[Path]:
         """``stem.npz`` and ``stem.pkl`` (LivePortrait templates, with the given template's head pose if any) and,
-        with video frames, a silent ``stem.mp4``."""
+        with video frames, a silent ``stem.mp4`` (frames rendered and encoded one batch at a time)."""
         from .video import write_video
 
         exp = outputs["motion"]

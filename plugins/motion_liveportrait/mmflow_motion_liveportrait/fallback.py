@@ -26,7 +26,6 @@ import math
 import numpy as np
 import torch
 import torch.nn.functional as F
-from tqdm.auto import tqdm
 
 from .expression_layout import (
     BLINK,
@@ -38,6 +37,7 @@ from .expression_layout import (
     mean_offset,
 )
 from .face import CHIN, CropConfig, FaceCrop, LandmarkDetector, apply_matrix, to_tensor
+from .frames import StreamingRenderer
 from .render import (
     CLOSED_MOUTH_EXP_Y,
     OPEN_MOUTH_EXP_SPAN,
@@ -110,7 +110,7 @@ def relative_pose(motion) -> dict[str, np.ndarray] | None:
     return pose
 
 
-class LandmarkFallbackRenderer:
+class LandmarkFallbackRenderer(StreamingRenderer):
     """Weights-free talking portrait (module docstring): ``render(motion) -> uint8 T×H×W×3``.
 
     source: the portrait (path or ``H×W×3`` array). face: its crop when already computed. size: longer side of
@@ -434,18 +434,21 @@ class LandmarkFallbackRenderer:
         blended = torch.lerp(background, pasted, mask)
         frames[:, top:bottom, left:right] = (blended.clamp(0, 1) * 255).round().to(torch.uint8).permute(0, 2, 3, 1).numpy()
 
-    def render(self, motion, progress: bool = True) -> np.ndarray:
-        """Motion of ``T`` frames → frames ``T×H×W×3`` uint8 of the portrait's working size."""
-        controls = self.controls(motion)
-        total = len(controls["opening"])
-        frames = np.empty((total, *self.source_frame.shape), dtype=np.uint8)
+    @property
+    def frame_shape(self) -> tuple[int, int, int]:
+        """``H×W×3`` of every rendered frame (the portrait's working size)."""
+        return self.source_frame.shape
+
+    def prepare(self, motion) -> dict[str, np.ndarray]:
+        """What :meth:`render_frames` reads, from the whole motion (:meth:`controls`)."""
+        return self.controls(motion)
+
+    def render_frames(self, controls: dict[str, np.ndarray], index) -> np.ndarray:
+        """The frames at ``index`` (ints) of the motion ``controls`` came from → ``B×H×W×3`` uint8."""
+        index = np.asarray(index, dtype=np.int64)
+        frames = np.empty((len(index), *self.source_frame.shape), dtype=np.uint8)
         frames[:] = self.source_frame
-        with tqdm(total=total, desc="fallback render", unit="frame", disable=not progress) as bar:
-            for start in range(0, total, self.batch_size):
-                index = slice(start, min(start + self.batch_size, total))
-                matrices = self._pose_matrices(controls, index)
-                self._paste(self._render_batch(controls, index), matrices, frames[index])
-                bar.update(index.stop - index.start)
+        self._paste(self._render_batch(controls, index), self._pose_matrices(controls, index), frames)
         return frames
 
     def render_openings(self, openings, progress: bool = True) -> np.ndarray:

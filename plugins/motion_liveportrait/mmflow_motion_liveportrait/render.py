@@ -10,6 +10,9 @@ Two renderers share one interface, ``render(motion) -> uint8 T×H×W×3``:
   that reads the whole motion (mouth, eyelids, brows, gaze, approximate head pose; see ``fallback.py``), for
   demos and tests on machines without the official weights.
 
+Both also stream: ``video(motion)`` returns a :class:`~.frames.RenderedVideo` whose frames are rendered batch by
+batch as a writer reads them, so a long clip is never held in memory whole (``render`` gives them all at once).
+
 Motion is absolute by default (the expression, pose, scale and translation given are used as they are; what is
 not given comes from the source). ``relative=True`` applies LivePortrait's default relative driving instead
 (changes with respect to the first driving frame are added to the source's motion; liveportrait.md §5).
@@ -24,7 +27,6 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from .checkpoints import LivePortraitWeights
 from .face import (
@@ -41,6 +43,7 @@ from .face import (
     render_side,
     to_uint8,
 )
+from .frames import StreamingRenderer
 from .keypoints import (
     MOUTH_KEYPOINT_INDICES,
     NUM_KEYPOINTS,
@@ -258,7 +261,7 @@ def stitch(stitching: StitchingRetargetingNetwork, x_s: torch.Tensor, x_d: torch
     return out + shift
 
 
-class LivePortraitRenderer:
+class LivePortraitRenderer(StreamingRenderer):
     """Render driving motion onto one source portrait with LivePortrait's networks.
 
     networks: :class:`LivePortraitNetworks`, or the official weight folder / :class:`LivePortraitWeights`.
@@ -350,23 +353,28 @@ class LivePortraitRenderer:
         )
         return self.networks.spade_generator(warped.out).float()
 
+    @property
+    def frame_shape(self) -> tuple[int, int, int] | None:
+        """``H×W×3`` of every pasted frame (None without paste: G's output size, known once rendered)."""
+        return self.source_frame.shape if self.paste else None
+
+    def prepare(self, motion) -> torch.Tensor:
+        """What :meth:`render_frames` reads, from the whole motion: the driving keypoints."""
+        return self.driving_keypoints(motion)
+
     @torch.no_grad()
-    def render(self, motion, progress: bool = True) -> np.ndarray:
-        """Motion of ``T`` frames → frames ``T×H×W×3`` uint8 (the source frame's size, or 512² without paste)."""
-        x_d = self.driving_keypoints(motion)
+    def render_frames(self, x_d: torch.Tensor, index) -> np.ndarray:
+        """The frames at ``index`` (ints) of the driving keypoints ``x_d`` → ``B×H×W×3`` uint8, in batches."""
+        index = torch.as_tensor(np.asarray(index, dtype=np.int64), device=x_d.device)
         frames = []
-        with tqdm(total=len(x_d), desc="LivePortrait render", unit="frame", disable=not progress) as bar:
-            for start in range(0, len(x_d), self.batch_size):
-                crops = self.render_crops(x_d[start : start + self.batch_size])
-                if self.paste:
-                    if self._paste is None or self._paste.crop_size != crops.shape[-1]:
-                        size = crops.shape[-1]
-                        self._paste = PasteBack(
-                            self.source_frame, self.face.matrix_for(size), size, device=self.device
-                        )
-                    crops = self._paste(crops)
-                frames.append(to_uint8(crops))
-                bar.update(len(crops))
+        for start in range(0, len(index), self.batch_size):
+            crops = self.render_crops(x_d[index[start : start + self.batch_size]])
+            if self.paste:
+                if self._paste is None or self._paste.crop_size != crops.shape[-1]:
+                    size = crops.shape[-1]
+                    self._paste = PasteBack(self.source_frame, self.face.matrix_for(size), size, device=self.device)
+                crops = self._paste(crops)
+            frames.append(to_uint8(crops))
         return np.concatenate(frames)
 
 
