@@ -26,5 +26,6 @@ def mmflow_stream_codecs():
 def mmflow_metrics():
     from .metrics.fid import fid_metric
     from .metrics.fvd import fvd_metric
+    from .metrics.lse import make_lse
 
-    return {"fid": fid_metric, "fvd": fvd_metric}
+    return {"fid": fid_metric, "fvd": fvd_metric, "lse": make_lse}
