@@ -188,3 +188,39 @@ def test_command_line(processed, clips, weights, capsys):
                               "--text-conditioning", "aligned", "--min-seconds", "0.5", "--max-seconds", "5"])
     assert args.run(args) == 0  # resumes from .work/: nothing to extract
     assert "2 clips" in capsys.readouterr().out
+
+
+def test_dataset_rows_of_videos(clips, weights, tmp_path):
+    """A ``datasets`` dataset with a ``video`` column (a path, and datasets' ``{path, bytes}``) gives the same rows
+    as the folder; a row whose file is gone is reported, not fatal."""
+    rows = datasets.Dataset.from_dict({
+        "video": [{"path": str(clips / "alice" / "good.mp4"), "bytes": None},
+                  {"path": "other.mp4", "bytes": (clips / "bob" / "other.mp4").read_bytes()},
+                  {"path": str(tmp_path / "gone.mp4"), "bytes": None}],
+        "sentence": [TEXTS["alice/good.mp4"], TEXTS["bob/other.mp4"], "Gone."],
+        "speaker": ["alice", "robert", "x"],
+    })
+    dataset = preprocess.preprocess_dataset(rows, tmp_path / "out", weights, text_conditioning="aligned",
+                                            min_seconds=0.5, max_seconds=5.0, progress=False)
+    assert list(dataset["source"]) == ["row-000000", "row-000001"]
+    assert list(dataset["speaker_name"]) == ["alice", "robert"]
+    assert dataset.with_format("numpy")[0]["motion"].shape == (20, 12)  # the folder's 0.8 s clip
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["reasons"] == {"missing_file": 1} and report["clips"] == 3
+    assert (tmp_path / "out" / "normalizer").is_dir()
+
+
+def test_speech_in_a_talking_face_folder_is_reported(clips, weights, tmp_path):
+    import shutil
+
+    import soundfile
+
+    folder = tmp_path / "mixed"
+    shutil.copytree(clips / "alice", folder / "alice")
+    soundfile.write(folder / "alice" / "voice.wav", _speech(1.0), AUDIO_RATE)
+    (folder / "alice" / "voice.txt").write_text("Only a voice.")
+    preprocess.preprocess_clips(folder, tmp_path / "out", weights, text_conditioning="aligned", min_seconds=0.5,
+                                max_seconds=5.0, progress=False)
+    reasons = {s["file"]: s["reason"] for s in json.loads((tmp_path / "out" / "report.json").read_text())
+               ["skipped_files"]}
+    assert reasons["alice/voice.wav"] == "no_video"
