@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import importlib
+import itertools
 import math
 import os
 import time
@@ -39,6 +40,7 @@ from ..flow import FlowMatchingObjective, generate, masked_mse, random_span_mask
 from ..io import atomic_path
 from ..streams import StreamBatch
 from ..transformer import MMDiT
+from . import streaming
 from .checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from .config import ConfigError, ModelConfig, TrainingConfig
 from .data import LengthBucketSampler, MultiStreamCollator, resolve_columns, row_seconds
@@ -64,7 +66,8 @@ def build_model(config: ModelConfig, seed: int = 0) -> MMDiT:
 
 
 def build_dataset(config):
-    """The ``datasets.Dataset`` of ``config.data``: ``source`` called with ``kwargs``, or loaded from ``path``."""
+    """The ``datasets.Dataset`` of ``config.data``: ``source`` called with ``kwargs``, or loaded from ``path``.
+    With ``data.streaming`` the source may also return a ``datasets.IterableDataset``."""
     import datasets
 
     data = config.data
@@ -76,7 +79,10 @@ def build_dataset(config):
     except (ImportError, AttributeError) as error:
         raise ConfigError(f"data.source: cannot import {data.source!r} ({error}); is its package installed?") from error
     dataset = function(**data.kwargs)
-    if not isinstance(dataset, datasets.Dataset):
+    if isinstance(dataset, datasets.IterableDataset) and not data.streaming:
+        raise ConfigError(f"data.source: {data.source!r} returned a datasets.IterableDataset; set data.streaming: "
+                          f"true to train on it streamed")
+    if not isinstance(dataset, (datasets.Dataset, datasets.IterableDataset)):
         raise ConfigError(f"data.source: {data.source!r} returned {type(dataset).__name__}, not a datasets.Dataset")
     return dataset
 
@@ -150,25 +156,42 @@ class Trainer:
         self.ema = EMA(model, config.ema.decay, config.ema.update_every)
 
         self.specs = dict(model.specs)
-        self.columns = resolve_columns(self.specs, dataset.column_names, config.data.columns)
+        self.streaming = config.data.streaming
+        if self.streaming:
+            dataset = streaming.as_iterable(dataset, acc.num_processes * max(1, config.data.num_workers))
+        names = streaming.column_names(dataset) if self.streaming else dataset.column_names
+        self.columns = resolve_columns(self.specs, names, config.data.columns)
         self.collate = MultiStreamCollator(self.specs, self.columns)
         self.dataset = dataset.with_format("torch")
-        self.sampler = LengthBucketSampler(
-            row_seconds(dataset, self.columns, self.specs), config.batch_size, num_replicas=acc.num_processes,
-            seed=config.seed, bucket_batches=config.data.bucket_batches, shuffle=config.data.shuffle,
-        )
         # Every new iterator draws its workers' base seed; from the global generator, that draw would shift
         # dropout by one number after a resume (a new iterator mid-epoch), so it gets a generator of its own.
         self.loader_generator = torch.Generator()
-        loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collate,
-                            num_workers=config.data.num_workers, generator=self.loader_generator)
+        if self.streaming:  # dealt to ranks by split_dataset_by_node, not by Accelerate: the loader is not prepared
+            self.sampler = streaming.StreamedBatches(
+                dataset, self.collate, self.columns[next(iter(self.specs))].latent, config.batch_size,
+                config.data.bucket_batches, config.seed, config.data.shuffle_buffer if config.data.shuffle else 0,
+                acc.process_index, acc.num_processes)
+            self.stream_loader = DataLoader(self.sampler, batch_size=None, num_workers=config.data.num_workers,
+                                            generator=self.loader_generator)
+            loader = None
+        else:
+            self.sampler = LengthBucketSampler(
+                row_seconds(dataset, self.columns, self.specs), config.batch_size, num_replicas=acc.num_processes,
+                seed=config.seed, bucket_batches=config.data.bucket_batches, shuffle=config.data.shuffle,
+            )
+            loader = DataLoader(self.dataset, batch_sampler=self.sampler, collate_fn=self.collate,
+                                num_workers=config.data.num_workers, generator=self.loader_generator)
         optimizer = torch.optim.AdamW(
             [p for _, p in trainable_parameters(model)], lr=config.optimizer.lr, betas=tuple(config.optimizer.betas),
             weight_decay=config.optimizer.weight_decay, eps=config.optimizer.eps,
         )
         scheduler = get_scheduler(SCHEDULER_NAMES[config.schedule.name], optimizer,
                                   num_warmup_steps=config.schedule.warmup_steps, num_training_steps=config.total_steps)
-        self.model, self.optimizer, self.loader, self.scheduler = acc.prepare(model, optimizer, loader, scheduler)
+        if self.streaming:
+            self.loader = None
+            self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
+        else:
+            self.model, self.optimizer, self.loader, self.scheduler = acc.prepare(model, optimizer, loader, scheduler)
 
         self.objective = FlowMatchingObjective(dict(config.objective.condition_dropout),
                                                dict(config.objective.stream_weights))
@@ -212,9 +235,9 @@ class Trainer:
 
     def _out_of_memory(self) -> RuntimeError:
         c = self.config
+        longest = "" if self.streaming else f" (clips up to {max(self.sampler.lengths):.1f} s)"
         return RuntimeError(
-            f"out of memory in a training step with batch_size={c.batch_size} per process (clips up to "
-            f"{max(self.sampler.lengths):.1f} s). Lower batch_size and raise gradient_accumulation (currently "
+            f"out of memory in a training step with batch_size={c.batch_size} per process{longest}. Lower batch_size and raise gradient_accumulation (currently "
             f"{c.gradient_accumulation}) to keep the effective batch, drop long clips from the dataset, or use "
             f"mixed_precision: bf16 (or fp16) on GPU"
         )
@@ -242,9 +265,13 @@ class Trainer:
         sums, micro, frames, started = {}, 0, 0, time.perf_counter()
         while self.step < config.total_steps:
             self.sampler.set_epoch(self.epoch)
-            self.loader.set_epoch(self.epoch)
             self.loader_generator.manual_seed(_rank_seed(config.seed + 2, acc.process_index, self.epoch))
-            loader = acc.skip_first_batches(self.loader, self.batch_in_epoch) if self.batch_in_epoch else self.loader
+            if self.streaming:
+                loader = streaming.lockstep(self.stream_loader, self.batch_in_epoch, acc.device, acc)
+            else:
+                self.loader.set_epoch(self.epoch)
+                loader = acc.skip_first_batches(self.loader, self.batch_in_epoch) if self.batch_in_epoch else self.loader
+            seen = self.batch_in_epoch
             for batches in loader:
                 with acc.accumulate(self.model):
                     try:
@@ -262,6 +289,7 @@ class Trainer:
                         self.scheduler.step()
                         self.optimizer.zero_grad(set_to_none=True)
                 self.batch_in_epoch += 1
+                seen += 1
                 if not acc.sync_gradients:
                     continue
                 self.step += 1
@@ -283,6 +311,9 @@ class Trainer:
                 if self.step >= config.total_steps:
                     break
             else:
+                if self.streaming and seen == 0:
+                    raise ValueError(f"the streamed dataset gave no full batch of {config.batch_size} row(s) on "
+                                     f"every one of {acc.num_processes} process(es); lower batch_size or add data")
                 self.epoch, self.batch_in_epoch = self.epoch + 1, 0
         progress.close()
         if config.checkpoint.every and last_saved != self.step:
@@ -307,7 +338,7 @@ class Trainer:
     def _write_rank_state(self, folder: Path):
         state = {"step": self.step, "epoch": self.epoch, "batch_in_epoch": self.batch_in_epoch,
                  "generator": self.generator.get_state(), "num_processes": self.accelerator.num_processes,
-                 "stage": self.stage.name, "ema_updates": self.ema.num_updates}
+                 "stage": self.stage.name, "ema_updates": self.ema.num_updates, "streaming": self.streaming}
         torch.save(state, folder / f"trainer_state_{self.accelerator.process_index}.pt")
         if self.accelerator.is_main_process:  # the EMA is the same on every rank
             save_file({name: t.contiguous().cpu() for name, t in self.ema.shadow.items()}, str(folder / EMA_FILE))
@@ -371,6 +402,12 @@ class Trainer:
                 f"checkpoint {folder} is from stage {state['stage']!r}, this run trains stage {self.stage.name!r}; "
                 f"start the new stage from the previous stage's exported model (model: {{pretrained: ...}})"
             )
+        if bool(state.get("streaming", False)) != self.streaming:
+            raise ValueError(
+                f"checkpoint {folder} was written with data.streaming: {bool(state.get('streaming', False))}, this run "
+                f"has data.streaming: {self.streaming}; the data position means different rows in the two, so resume "
+                f"with the setting it was written with"
+            )
         self._check_model_fits(folder)
         restore_accelerator_state(self.accelerator, folder, self.model, self.optimizer, self.scheduler)
         self._load_ema(folder, int(state.get("ema_updates", self.ema.num_updates)))
@@ -405,7 +442,10 @@ class Trainer:
         """
         if not self.accelerator.is_main_process:
             return {}
-        rows = [self.dataset[i] for i in range(min(self.config.sampling.batch_size, len(self.dataset)))]
+        if self.streaming:
+            rows = list(itertools.islice(iter(self.dataset), self.config.sampling.batch_size))
+        else:
+            rows = [self.dataset[i] for i in range(min(self.config.sampling.batch_size, len(self.dataset)))]
         device = self.accelerator.device
         batches = {n: b.to(device) for n, b in self.collate(rows).items()}
         saved_generator = self.generator
