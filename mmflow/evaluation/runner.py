@@ -121,7 +121,7 @@ class Generator:
 
     def _model_name(self) -> str:
         if self.pipeline is not None:
-            return type(self.pipeline).__name__
+            return _describe_model(None, self.pipeline)
         from ..generate_command import resolve_model
 
         self.model = resolve_model(None if self.model is None else str(self.model))
@@ -389,8 +389,8 @@ def evaluate(
 
 
 def _describe_model(model, pipeline) -> str:
-    if pipeline is not None:
-        return type(pipeline).__name__
+    if pipeline is not None:  # a diffusers pipeline knows the folder it was loaded from
+        return f"{type(pipeline).__name__}({getattr(pipeline, 'name_or_path', None) or '?'})"
     return "default" if model is None else str(model)
 
 
