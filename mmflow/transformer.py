@@ -22,6 +22,7 @@ from fractions import Fraction
 import torch
 from diffusers import ModelMixin  # noqa: F401  (diffusers looks this name up in the component's module)
 from diffusers.configuration_utils import ConfigMixin, register_to_config
+from diffusers.loaders.peft import PeftAdapterMixin
 from torch import nn
 
 from .attention import attend, check_backend_name
@@ -124,8 +125,11 @@ class ForwardPlan:
     active: tuple[str, ...] = ()
 
 
-class MMDiT(ModelMixin, ConfigMixin):
+class MMDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
     """Multi-stream diffusion transformer with joint attention.
+
+    LoRA adapters attach through peft as on diffusers' own transformers (``PeftAdapterMixin``: ``add_adapter``,
+    ``set_adapters``, ``fuse_lora``, ...; pipelines load them with ``mmflow.lora_loading``).
 
     Args:
         streams: Per stream name: ``frame_rate`` (e.g. ``"375/4"``), ``channels``, ``cond_channels``,
@@ -379,6 +383,9 @@ class MMDiT(ModelMixin, ConfigMixin):
                 f"checkpoint at {pretrained_model_name_or_path} does not match its config: "
                 + "; ".join(f"{key}: {list(value)[:10]}" for key, value in problems.items())
                 + ". Was it saved by another model or edited by hand?"
+                + (" It was saved with LoRA adapters attached: bake them in first (fuse_lora(), then unload_lora()), or "
+                   "save only the adapters (save_lora_adapter) and load them onto the base model"
+                   if any(".lora_" in key or ".base_layer." in key for key in problems.get("unexpected_keys", ())) else "")
             )
         return (model, info) if want_info else model
 

@@ -248,6 +248,7 @@ def assert_same_run(history: list[dict], weights: dict, ema: dict, reference: di
     assert weights.keys() == reference["weights"].keys() and ema.keys() == reference["ema"].keys()
     for name in weights:
         assert torch.equal(weights[name], reference["weights"][name]), name
+    for name in ema:  # the trainable weights (with LoRA: the factors only)
         assert torch.equal(ema[name], reference["ema"][name]), name
 
 
@@ -526,19 +527,19 @@ def test_recipe_runs_stage1_then_fine_tunes_stage2(tmp_path):
 
 
 def test_lora_trains_only_the_low_rank_factors_and_exports_merged(tmp_path):
-    from mmflow.training.lora import LoRALinear
+    from peft.tuners.lora import LoraLayer
 
     data = toy_dict(tmp_path, total_steps=3, lora={"rank": 2, "alpha": 4.0})
     trainer = make_trainer(data, random_weights=True)  # a "pretrained" model: LoRA needs non-zero outputs
     model = trainer.unwrapped
-    wrapped = [m for m in model.modules() if isinstance(m, LoRALinear)]
+    wrapped = [m for m in model.modules() if isinstance(m, LoraLayer)]
     assert len(wrapped) == 4 * 4  # q, k, v, out of 2 + 2 blocks
     trainable = [n for n, p in model.named_parameters() if p.requires_grad]
     assert trainable and all(".lora_" in n for n in trainable)
     base = {n: p.detach().clone() for n, p in model.named_parameters() if not p.requires_grad}
     trainer.fit()
     assert all(torch.equal(p, base[n]) for n, p in model.named_parameters() if n in base)
-    assert any(m.lora_up.weight.abs().sum() > 0 for m in wrapped)  # the update learned something
+    assert any(m.lora_B["default"].weight.abs().sum() > 0 for m in wrapped)  # the update learned something
     exported = MMDiT.from_pretrained(Path(data["output_dir"]) / "model")  # an ordinary MMDiT
     batches = {n: b for n, b in trainer.collate([trainer.dataset[i] for i in range(2)]).items()}
     x = {n: torch.randn_like(b.latent) for n, b in batches.items()}
@@ -548,6 +549,32 @@ def test_lora_trains_only_the_low_rank_factors_and_exports_merged(tmp_path):
     got = exported.eval()(x, t, batches)
     for name in expected:
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
+
+
+def test_lora_resume_is_bit_exact(tmp_path, monkeypatch):
+    """The peft adapter's factors, their optimizer state, EMA and dropout come back exactly from a checkpoint."""
+    lora = {"rank": 2, "alpha": 4.0, "dropout": 0.1}
+    straight = make_trainer(with_dropout(toy_dict(tmp_path / "straight", total_steps=6, lora=lora)), True)
+    reference = {"history": straight.fit(), "weights": params(straight.unwrapped), "ema": dict(straight.ema.shadow)}
+    assert all(".lora_" in name for name in reference["ema"])
+    AcceleratorState._reset_state(reset_partial_state=True)
+
+    data = with_dropout(toy_dict(tmp_path / "stopped", total_steps=6, lora=lora))
+    first = make_trainer(data, random_weights=True)
+    save = first.save_checkpoint
+
+    def save_then_stop():
+        save()
+        raise KeyboardInterrupt("stopped after the first checkpoint")
+
+    monkeypatch.setattr(first, "save_checkpoint", save_then_stop)
+    with pytest.raises(KeyboardInterrupt):
+        first.fit()
+    AcceleratorState._reset_state(reset_partial_state=True)
+    second = make_trainer(data, random_weights=True)
+    tail = second.fit()
+    assert [h["step"] for h in tail] == [4, 5, 6]
+    assert_same_run(first.history + tail, params(second.unwrapped), second.ema.shadow, reference)
 
 
 def test_lora_config_errors(tmp_path):
