@@ -29,3 +29,10 @@ def mmflow_metrics():
     from .metrics.lse import make_lse
 
     return {"fid": fid_metric, "fvd": fvd_metric, "lse": make_lse}
+
+
+@hookimpl
+def mmflow_benchmarks():
+    from .metrics.benchmarks import BENCHMARKS
+
+    return dict(BENCHMARKS)

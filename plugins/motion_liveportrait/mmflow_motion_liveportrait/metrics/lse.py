@@ -99,19 +99,32 @@ def _require_av():
     return require()
 
 
-def read_audio_16k(path: str | Path) -> np.ndarray:
-    """The first audio stream of a file (wav, mp4, ...) as 16 kHz mono int16 samples, through FFmpeg's resampler
-    (as the reference's ``ffmpeg -ac 1 -acodec pcm_s16le -ar 16000``); empty when the file has no audio."""
+def decode_audio(path: str | Path, rate: int | None = None, sample_format: str = "flt") -> tuple[np.ndarray, int]:
+    """The first audio stream of a file (wav, mp4, ...) as mono samples and their rate, through FFmpeg's
+    resampler (``rate``: resample to it; ``sample_format``: ``flt`` for [-1, 1] floats, ``s16`` for int16);
+    empty when the file has no audio."""
     av = _require_av()
     with av.open(str(path)) as container:
         if not container.streams.audio:
-            return np.zeros(0, dtype=np.int16)
-        resampler = av.AudioResampler(format="s16", layout="mono", rate=SAMPLE_RATE)
+            return np.zeros(0, dtype=np.float32 if sample_format == "flt" else np.int16), rate or 0
+        stream = container.streams.audio[0]
+        rate = rate or int(stream.rate)
+        resampler = av.AudioResampler(format=sample_format, layout="mono", rate=rate)
         chunks = []
-        for frame in container.decode(container.streams.audio[0]):
+        for frame in container.decode(stream):
             chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(frame))
         chunks.extend(out.to_ndarray().reshape(-1) for out in resampler.resample(None))
-    return np.concatenate(chunks).astype(np.int16) if chunks else np.zeros(0, dtype=np.int16)
+        expected = None
+        if stream.duration is not None and stream.time_base is not None:  # AAC pads its last frame: trim it
+            expected = round(float(stream.duration * stream.time_base) * rate)
+    dtype = np.float32 if sample_format == "flt" else np.int16
+    samples = np.concatenate(chunks).astype(dtype) if chunks else np.zeros(0, dtype=dtype)
+    return (samples[:expected] if expected else samples), rate
+
+
+def read_audio_16k(path: str | Path) -> np.ndarray:
+    """16 kHz mono int16 samples, as the reference's ``ffmpeg -ac 1 -acodec pcm_s16le -ar 16000`` makes them."""
+    return decode_audio(path, SAMPLE_RATE, "s16")[0]
 
 
 def iter_frames(path: str | Path, fps: float = FPS) -> Iterator[np.ndarray]:
