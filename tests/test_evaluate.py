@@ -269,3 +269,6 @@ def test_listing_and_table(fake):
     table = markdown_table({"metrics": {"m": {"headline": "x", "higher_is_better": False, "n": 2,
                                               "summary": {"x": 0.123456, "y": None}}}})
     assert table.splitlines()[2:] == ["| m (x) | 0.1235 | lower is better | 2 |", "| m.y | n/a |  | 2 |"]
+    named = markdown_table({"metrics": {"wer": {"headline": "wer (tiny)", "higher_is_better": False, "n": 1,
+                                                "summary": {"wer (tiny)": 0.25}}}})
+    assert named.splitlines()[2] == "| wer (tiny) | 0.25 | lower is better | 1 |"

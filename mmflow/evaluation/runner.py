@@ -197,6 +197,7 @@ def build_metrics(names: Sequence[str] | None, options: Mapping[str, Mapping[str
     for name in (names if explicit else sorted(registry.metrics)):
         factory = registry.metric(name)
         folder = workdir / name
+        folder.mkdir(parents=True, exist_ok=True)
         try:
             metric = factory(dict(options.get(name, {})), folder)
         except (InputError, ImportError) as error:
@@ -204,7 +205,6 @@ def build_metrics(names: Sequence[str] | None, options: Mapping[str, Mapping[str
                 raise InputError(f"metric {name}: {error}") from error
             logger.info("skipping metric %s (not requested, cannot be built here): %s", name, error)
             continue
-        folder.mkdir(parents=True, exist_ok=True)
         built[name] = metric
     return built
 
