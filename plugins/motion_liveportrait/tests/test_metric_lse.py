@@ -158,6 +158,8 @@ def test_factory_names_the_option_and_the_file(tmp_path):
         make_lse({"weights": str(tmp_path / "nope.model")}, tmp_path)
     with pytest.raises(InputError, match="lse.audio"):
         make_lse({"weights": "x", "audio": "ground_truth"}, tmp_path)
+    with pytest.raises(InputError, match="set one of them"):
+        make_lse({"weights": "x", "audio": "reference", "video": "reference"}, tmp_path)
     with pytest.raises(InputError, match="unknown option"):
         make_lse({"weights": "x", "vshfit": "15"}, tmp_path)
 
@@ -298,6 +300,11 @@ def test_reference_audio_mode_reads_the_reference(tmp_path, weights, face_clip, 
     assert ablation.reference_needs == frozenset({"audio"})
     row = ablation.score([Sample("a", {"video": silent}, reference={"audio": reference})])[0]
     assert row["scored"] and row["audio"] == str(reference)
+    # dubbing: the generated speech over the original clip
+    dubbing = make_lse({"weights": str(weights), "device": "cpu", "video": "reference"}, tmp_path)
+    assert dubbing.needs == frozenset({"audio"}) and dubbing.reference_needs == frozenset({"video"})
+    row = dubbing.score([Sample("a", {"audio": reference}, reference={"video": silent})])[0]
+    assert row["scored"] and row["audio"] == str(reference) and row["frames"] == 8
 
 
 def test_a_video_without_a_face_is_reported_unscored(tmp_path, weights, monkeypatch):

@@ -52,7 +52,7 @@ PAD_VALUE = 110
 SMOOTH_KERNEL = 13
 MIN_TRACK = SMOOTH_KERNEL // 2 + 1
 NET_BATCH = 20
-AUDIO_MODES = ("generated", "reference")
+MODES = ("generated", "reference")
 
 
 # ------------------------------------------------------------------------------------------------ the offset search
@@ -257,35 +257,44 @@ class LSEMetric:
     """``lse``: per video offset, LSE-D (min distance) and LSE-C (confidence); summary: their means."""
 
     name = "lse"
-    needs = frozenset({"video"})
     higher_is_better = True
     batch_size = 4
 
     def __init__(self, model: SyncNetV2, audio: str = "generated", vshift: int = VSHIFT, device: str = "cpu",
-                 detector=None) -> None:
+                 detector=None, video: str = "generated") -> None:
         self.model = model.to(device).eval()
         self.audio = audio
+        self.video = video
         self.vshift = vshift
         self.device = device
         self.detector = detector
-        self.reference_needs = frozenset({"audio"}) if audio == "reference" else frozenset()
+        self.needs = frozenset({"audio"}) if video == "reference" else frozenset({"video"})
+        self.reference_needs = frozenset(kind for kind, mode in (("audio", audio), ("video", video))
+                                         if mode == "reference")
+
+    def _video_of(self, sample: Sample) -> Path:
+        return Path(sample.reference["video"] if self.video == "reference" else sample.files["video"])
 
     def _audio_of(self, sample: Sample) -> tuple[Path, np.ndarray]:
         if self.audio == "reference":
             path = Path(sample.reference["audio"])
             return path, read_audio_16k(path)
-        path = Path(sample.files["video"])
-        audio = read_audio_16k(path)
-        if audio.size == 0 and "audio" in sample.files:  # a silent video next to its wav
+        if self.video == "reference":  # dubbing: the generated speech over the original clip
             path = Path(sample.files["audio"])
             audio = read_audio_16k(path)
+        else:
+            path = Path(sample.files["video"])
+            audio = read_audio_16k(path)
+            if audio.size == 0 and "audio" in sample.files:  # a silent video next to its wav
+                path = Path(sample.files["audio"])
+                audio = read_audio_16k(path)
         if audio.size == 0:
             raise InputError(f"{sample.id}: {path} has no sound and the sample has no audio file; LSE scores a "
                              f"video against its speech (or use lse.audio=reference).")
         return path, audio
 
     def score_one(self, sample: Sample) -> dict[str, Any]:
-        video_path = Path(sample.files["video"])
+        video_path = self._video_of(sample)
         audio_path, audio = self._audio_of(sample)
         cropped = face_crops(video_path, self.detector)
         if isinstance(cropped, str):
@@ -315,17 +324,20 @@ class LSEMetric:
 def make_lse(options: Mapping[str, str], workdir: Path) -> LSEMetric:
     """Factory for ``lse``. Options: ``weights`` (the official ``syncnet_v2.model``, required), ``audio``
     (``generated``: the video's own sound, default; ``reference``: the benchmark's ground-truth audio, the
-    paper's ablation mode), ``vshift`` (frames searched each way, 15), ``device`` (default cuda when present)."""
-    known = {"weights", "audio", "vshift", "device"}
+    paper's ablation mode), ``video`` (``generated``, default; ``reference``: the benchmark's original video with
+    the generated audio, for dubbing), ``vshift`` (frames searched each way, 15), ``device`` (default cuda when
+    present)."""
+    known = {"weights", "audio", "video", "vshift", "device"}
     unknown = sorted(set(options) - known)
     if unknown:
         raise InputError(f"lse: unknown option(s) {unknown}; it takes {sorted(known)}.")
     if "weights" not in options:
         raise InputError(f"lse needs SyncNet's official weights {WEIGHTS_FILE}: pass "
                          f"--metric-option lse.weights=/path/to/{WEIGHTS_FILE}.")
-    audio = options.get("audio", "generated")
-    if audio not in AUDIO_MODES:
-        raise InputError(f"lse.audio must be one of {list(AUDIO_MODES)}; got {audio!r}.")
+    audio, video = options.get("audio", "generated"), options.get("video", "generated")
+    for key, value in (("audio", audio), ("video", video)):
+        if value not in MODES:
+            raise InputError(f"lse.{key} must be one of {list(MODES)}; got {value!r}.")
     try:
         vshift = int(options.get("vshift", VSHIFT))
     except ValueError:
@@ -333,4 +345,7 @@ def make_lse(options: Mapping[str, str], workdir: Path) -> LSEMetric:
     if vshift < 0:
         raise InputError(f"lse.vshift must be a whole number of frames ≥ 0 (Wav2Lip: 15); got {options['vshift']!r}.")
     device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
-    return LSEMetric(load_syncnet(options["weights"]), audio=audio, vshift=vshift, device=device)
+    if audio == video == "reference":
+        raise InputError("lse.audio=reference and lse.video=reference together score the references against "
+                         "each other; set one of them (reference audio: talking heads, reference video: dubbing).")
+    return LSEMetric(load_syncnet(options["weights"]), audio=audio, video=video, vshift=vshift, device=device)
