@@ -31,9 +31,11 @@ def mmflow_stream_codecs():
 
 @hookimpl
 def mmflow_metrics():
+    from .metrics.ge2e import make_speaker_sim_ge2e
+    from .metrics.sim_o import make_sim_o
     from .metrics.wer import make_wer
 
-    return {"wer": make_wer}
+    return {"wer": make_wer, "sim_o": make_sim_o, "speaker_sim_ge2e": make_speaker_sim_ge2e}
 
 
 @hookimpl
