@@ -286,6 +286,18 @@ def test_peft_save_pretrained_folders_load_too(trained, tmp_path):
     assert_close(velocities(pipe.transformer), expected, atol=1e-6)
 
 
+def test_a_state_dict_without_config_loads_with_alpha_equal_to_rank(trained, caplog):
+    """diffusers' convention for adapters that carry no LoraConfig: rank from the factors, scale 1."""
+    tensors = load_file(trained["folder"] / "pytorch_lora_weights.safetensors")
+    pipe = pipeline()
+    pipe.load_lora_weights(tensors, adapter_name="bare")
+    assert "has no saved LoraConfig: rank 4" in caplog.text
+    config = pipe.transformer.peft_config["bare"]
+    assert (config.r, config.lora_alpha) == (4, 4)
+    pipe.set_adapters("bare", 2.0)  # alpha 8 / rank 4 is what it was trained with
+    assert_close(velocities(pipe.transformer), velocities(trained["model"]), atol=1e-6)
+
+
 # ------------------------------------------------------------------------------------------------ refusals
 
 
