@@ -315,3 +315,16 @@ def test_a_video_without_a_face_is_reported_unscored(tmp_path, weights, monkeypa
     row = metric.score([Sample("a", {"video": video})])[0]
     assert row == {"scored": False, "reason": "no face found", "audio": str(video)}
     assert lse_module.LSEMetric.name == "lse"
+
+
+@pytest.mark.parametrize("fps, count, expected", [(50, 20, [0, 20, 40, 60, 80, 100, 120, 140, 160, 180]),
+                                                  (12.5, 5, [0, 0, 10, 10, 20, 20, 30, 30, 40])])
+def test_frames_come_on_the_25_fps_grid(tmp_path, fps, count, expected):
+    from mmflow_motion_liveportrait.metrics.lse import iter_frames
+    from mmflow_motion_liveportrait.video import write_video
+
+    levels = np.arange(count, dtype=np.uint8) * 10
+    path = write_video(tmp_path / "clip.mp4", np.repeat(levels[:, None, None, None], 16, 1).repeat(16, 2).repeat(3, 3),
+                       fps=fps)
+    means = [float(frame.mean()) for frame in iter_frames(path)]
+    np.testing.assert_allclose(means, expected, atol=3)
