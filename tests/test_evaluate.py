@@ -211,6 +211,7 @@ def test_unmet_needs_are_refused_naming_metric_and_kinds(fake, tmp_path):
     assert len(fake[1].calls) == 1  # references are checked before anything is generated
     with pytest.raises(InputError, match="weighted.weights is not set"):
         run(fake, tmp_path / "c", metrics=["weighted"])  # requested: its missing weights are an error
+    assert not (tmp_path / "c").exists()  # nothing left behind by a refused run
     with pytest.raises(InputError, match="unknown metric"):
         run(fake, tmp_path / "d", metric_options={"nope": {"a": "1"}})
     with pytest.raises(InputError, match="does not request"):
@@ -244,6 +245,7 @@ def test_outputs_folder_files_and_subfolders(fake, tmp_path):
     registry, pipe, _, _ = fake
     with pytest.raises(InputError, match=r"no files for item\(s\) \['s2'\]"):
         evaluate("tiny", outputs=outputs, out=tmp_path / "ev", registry=registry, progress=False)
+    assert not (tmp_path / "ev").exists()
     results = evaluate("tiny", outputs=outputs, out=tmp_path / "ev", registry=registry, progress=False, limit=2)
     assert results["metrics"]["level"]["value"] == pytest.approx(0.375, abs=1e-3)
     assert results["outputs"] == str(outputs) and results["model"] is None and pipe.calls == []

@@ -14,6 +14,7 @@ option or a regenerated file is scored again; rows are never removed (switching 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import logging
@@ -197,10 +198,14 @@ def build_metrics(names: Sequence[str] | None, options: Mapping[str, Mapping[str
     for name in (names if explicit else sorted(registry.metrics)):
         factory = registry.metric(name)
         folder = workdir / name
+        made = [p for p in (folder, workdir) if not p.exists()]
         folder.mkdir(parents=True, exist_ok=True)
         try:
             metric = factory(dict(options.get(name, {})), folder)
         except (InputError, ImportError) as error:
+            for path in made:  # only the empty folders made for it
+                with contextlib.suppress(OSError):
+                    path.rmdir()
             if explicit:
                 raise InputError(f"metric {name}: {error}") from error
             logger.info("skipping metric %s (not requested, cannot be built here): %s", name, error)
@@ -358,10 +363,11 @@ def evaluate(
     items = load_benchmark(benchmark, benchmark_root, limit, registry)
     out = Path(out) if out is not None else Path("evaluation") / benchmark
     with output_folder(out) as out, folder_lock(out):
+        given = read_outputs(outputs, items) if outputs is not None else None  # checked before any work
         built = build_metrics(metrics, options, out / "metrics", registry)
         built = check_needs(built, [_sample(item, {}) for item in items], explicit, files=False)
-        if outputs is not None:
-            samples = read_outputs(outputs, items)
+        if given is not None:
+            samples = given
         else:
             samples = _generate(items, out / "samples", model, pipeline, seed, steps, device, benchmark, built,
                                 explicit, progress)
