@@ -252,9 +252,8 @@ def assert_same_run(history: list[dict], weights: dict, ema: dict, reference: di
         assert torch.equal(ema[name], reference["ema"][name]), name
 
 
-def test_resume_is_bit_exact_with_dropout(tmp_path, monkeypatch, straight_run):
-    # 3 steps, save, stop; a fresh trainer resumes and runs 5 more (crossing an epoch boundary mid-way)
-    data = with_dropout(toy_dict(tmp_path))
+def stopped_after_first_checkpoint(data: dict, monkeypatch) -> Trainer:
+    """A trainer for ``data`` run until its first checkpoint is saved, then stopped as by Ctrl-C."""
     first = make_trainer(data, random_weights=True)
     save = first.save_checkpoint
 
@@ -266,6 +265,13 @@ def test_resume_is_bit_exact_with_dropout(tmp_path, monkeypatch, straight_run):
     with pytest.raises(KeyboardInterrupt):
         first.fit()
     AcceleratorState._reset_state(reset_partial_state=True)
+    return first
+
+
+def test_resume_is_bit_exact_with_dropout(tmp_path, monkeypatch, straight_run):
+    # 3 steps, save, stop; a fresh trainer resumes and runs 5 more (crossing an epoch boundary mid-way)
+    data = with_dropout(toy_dict(tmp_path))
+    first = stopped_after_first_checkpoint(data, monkeypatch)
 
     second = make_trainer(data, random_weights=True)
     tail = second.fit()  # resume_from="auto": the newest checkpoint in the output folder, step 3
@@ -560,17 +566,7 @@ def test_lora_resume_is_bit_exact(tmp_path, monkeypatch):
     AcceleratorState._reset_state(reset_partial_state=True)
 
     data = with_dropout(toy_dict(tmp_path / "stopped", total_steps=6, lora=lora))
-    first = make_trainer(data, random_weights=True)
-    save = first.save_checkpoint
-
-    def save_then_stop():
-        save()
-        raise KeyboardInterrupt("stopped after the first checkpoint")
-
-    monkeypatch.setattr(first, "save_checkpoint", save_then_stop)
-    with pytest.raises(KeyboardInterrupt):
-        first.fit()
-    AcceleratorState._reset_state(reset_partial_state=True)
+    first = stopped_after_first_checkpoint(data, monkeypatch)
     second = make_trainer(data, random_weights=True)
     tail = second.fit()
     assert [h["step"] for h in tail] == [4, 5, 6]
