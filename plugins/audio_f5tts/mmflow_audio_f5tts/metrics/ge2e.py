@@ -57,8 +57,7 @@ class GE2ESimilarity:
     def summarise(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         if not rows:
             return {}
-        return {"speaker_sim_ge2e": float(np.mean([row["speaker_sim_ge2e"] for row in rows])),
-                "utterances": float(len(rows))}
+        return {"speaker_sim_ge2e": float(np.mean([row["speaker_sim_ge2e"] for row in rows]))}
 
 
 def make_speaker_sim_ge2e(options: Mapping[str, str], workdir: Path) -> GE2ESimilarity:

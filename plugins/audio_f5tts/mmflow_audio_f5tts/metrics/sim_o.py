@@ -132,7 +132,7 @@ class SimO:
     def summarise(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
         if not rows:
             return {}
-        return {"sim_o": float(np.mean([row["sim_o"] for row in rows])), "utterances": float(len(rows))}
+        return {"sim_o": float(np.mean([row["sim_o"] for row in rows]))}
 
 
 def make_sim_o(options: Mapping[str, str], workdir: Path) -> SimO:
