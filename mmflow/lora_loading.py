@@ -122,7 +122,7 @@ def read_lora(path_or_dict: str | os.PathLike | Mapping[str, torch.Tensor], weig
     if LORA_ADAPTER_METADATA_KEY in metadata:
         packed = _json_object(metadata[LORA_ADAPTER_METADATA_KEY], f"{path}'s {LORA_ADAPTER_METADATA_KEY} metadata")
         config = {k.removeprefix(f"{TRANSFORMER}."): v for k, v in packed.items() if k.startswith(f"{TRANSFORMER}.")}
-        config = config or None
+        config = config or (packed if "r" in packed else None)  # the model-level save_lora_adapter: no prefix
     elif path.name == PEFT_WEIGHT_NAME and (path.parent / PEFT_CONFIG_NAME).is_file():
         config = _json_object((path.parent / PEFT_CONFIG_NAME).read_text(), str(path.parent / PEFT_CONFIG_NAME))
     return LoRAWeights(_without_prefix(tensors, str(path)), config, str(path))

@@ -182,9 +182,11 @@ def test_save_lora_weights_round_trips(trained, tmp_path):
     _P.save_lora_weights(tmp_path / "copy", transformer_lora_layers=get_peft_model_state_dict(pipe.transformer, adapter_name="a"),
                          transformer_lora_adapter_metadata=pipe.transformer.peft_config["a"].to_dict())
     pipe.save_lora_adapter(tmp_path / "own")
-    for folder in ("copy", "own"):
+    pipe.transformer.save_lora_adapter(tmp_path / "model-level", adapter_name="a")  # diffusers' model call
+    for folder in ("copy", "own", "model-level"):
         fresh = pipeline()
         fresh.load_lora_weights(tmp_path / folder)
+        assert fresh.transformer.peft_config[fresh.get_active_adapters()[0]].lora_alpha == 8.0
         assert_close(velocities(fresh.transformer), velocities(pipe.transformer), atol=0)
     with pytest.raises(ValueError, match="safetensors"):
         _P.save_lora_weights(tmp_path / "x", transformer_lora_layers={"a": torch.ones(1)}, safe_serialization=False)
