@@ -6,11 +6,11 @@ import wave
 
 import numpy as np
 import pytest
-
-from mmflow.codecs import InputError
 from mmflow_motion_liveportrait.metrics import benchmarks
 from mmflow_motion_liveportrait.metrics.benchmarks import load_celebv_dub, load_hdtf
 from mmflow_motion_liveportrait.video import read_video, write_video
+
+from mmflow.codecs import InputError
 
 
 @pytest.fixture(autouse=True)

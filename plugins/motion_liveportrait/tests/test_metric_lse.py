@@ -7,9 +7,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
-from mmflow.codecs import InputError
-from mmflow.evaluation.metric import Sample
 from mmflow_motion_liveportrait.metrics import lse as lse_module
 from mmflow_motion_liveportrait.metrics.lse import (
     crop_face,
@@ -21,6 +18,9 @@ from mmflow_motion_liveportrait.metrics.lse import (
 )
 from mmflow_motion_liveportrait.metrics.mfcc import frame_signal, mel_filterbank, mfcc
 from mmflow_motion_liveportrait.metrics.syncnet import SyncNetV2, load_syncnet
+
+from mmflow.codecs import InputError
+from mmflow.evaluation.metric import Sample
 
 # ------------------------------------------------------------------------------------------------ MFCC
 
