@@ -50,18 +50,28 @@ def unispeech_wavlm_shapes() -> dict[str, tuple[int, ...]]:
 
 
 class HubStandIn(torch.nn.Module):
-    """What F5-TTS's ECAPA_TDNN gets from ``torch.hub.load("s3prl/s3prl", "wavlm_large")``: ``.model.encoder.layers``
-    and ``forward(list of waves) -> {"hidden_states": [...]}``; here our WavLM (checked against s3prl's own WavLM
-    code separately, see docs/evaluation.md), since torch.hub needs the network."""
+    """What F5-TTS's ECAPA_TDNN gets from ``torch.hub.load("s3prl/s3prl", "wavlm_large")`` (torch.hub needs the
+    network): s3prl's ``UpstreamExpert`` logic (``upstream/wavlm/expert.py``) around a WavLM: layer-normalise each
+    wave, run the model, and collect ``hidden_states`` with forward hooks, the input of every encoder layer and the
+    encoder's output. The WavLM inside is ours (checked against s3prl's WavLM code separately, see
+    docs/evaluation.md); the hooks and the normalisation here are independent of ``WavLMHiddenStates``."""
 
-    def __init__(self, wavlm):
+    def __init__(self, model):
         super().__init__()
-        self.wavlm = wavlm
-        self.model = wavlm.model
+        self.model = model
 
     def forward(self, waves):
-        assert len(waves) == 1, "F5-TTS scores one file at a time"
-        return {"hidden_states": list(self.wavlm(waves[0]))}
+        hidden = []
+        hooks = [layer.register_forward_hook(lambda module, inputs, output: hidden.append(inputs[0]))
+                 for layer in self.model.encoder.layers]
+        hooks.append(self.model.encoder.register_forward_hook(lambda module, inputs, output: hidden.append(output[0])))
+        try:
+            assert len(waves) == 1, "F5-TTS scores one file at a time"
+            self.model(F.layer_norm(waves[0], waves[0].shape)[None])
+        finally:
+            for hook in hooks:
+                hook.remove()
+        return {"hidden_states": hidden}
 
 
 @pytest.fixture(scope="module")
@@ -83,7 +93,7 @@ def official(tmp_path_factory):
     # The head's keys, shapes and buffers come from F5-TTS's class itself (hub replaced by our WavLM).
     ours = build_verifier(weights | _head_like(ecapa_tdnn), source="bootstrap")
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(torch.hub, "load", lambda *args, **kwargs: HubStandIn(ours.feature_extract))
+        patch.setattr(torch.hub, "load", lambda *args, **kwargs: HubStandIn(ours.feature_extract.model))
         f5 = ecapa_tdnn.ECAPA_TDNN(feat_dim=DIM, channels=16, emb_dim=8, feat_type="wavlm_large").eval()
     head = {name: rand(tuple(value.shape), name) for name, value in f5.state_dict().items()
             if not name.startswith("feature_extract.")}
