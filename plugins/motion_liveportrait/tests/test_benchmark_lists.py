@@ -82,8 +82,12 @@ def test_hdtf_names_what_is_missing(tmp_path, monkeypatch):
 
 def test_the_tasks_are_jamflows():
     from mmflow.plugins import get_registry
+    from mmflow_motion_liveportrait.metrics.lse import make_lse
 
-    tasks = get_registry().tasks
+    registry = get_registry()
+    assert registry.benchmark("hdtf") is load_hdtf and registry.benchmark("celebv_dub") is load_celebv_dub
+    assert registry.metric("lse") is make_lse
+    tasks = registry.tasks
     assert tasks["audio_to_motion"].given == ("audio",)  # hdtf: the segment's speech is given
     assert tasks["dubbing"].given == ("motion",) and "audio" in tasks["dubbing"].generate  # celebv_dub
 
