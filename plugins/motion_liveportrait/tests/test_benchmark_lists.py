@@ -81,8 +81,9 @@ def test_hdtf_names_what_is_missing(tmp_path, monkeypatch):
 
 
 def test_the_tasks_are_jamflows():
-    from mmflow.plugins import get_registry
     from mmflow_motion_liveportrait.metrics.lse import make_lse
+
+    from mmflow.plugins import get_registry
 
     registry = get_registry()
     assert registry.benchmark("hdtf") is load_hdtf and registry.benchmark("celebv_dub") is load_celebv_dub
