@@ -12,10 +12,10 @@ from diffusers import ModelMixin, SchedulerMixin  # noqa: F401  (diffusers resol
 
 from .attention import AttentionBackendError, attend
 from .backbone import DiTBackbone, StreamBackbone
+from .diffusers_compat import register_with_diffusers
 from .flow import FlowMatchingObjective, Guidance, generate, time_grid
 from .masks import Blocked, Full, LocalWindow, MaskPolicy, SameTime, local_global_policy
 from .pipeline import MMFlowOutput, MMFlowPipeline
-from .diffusers_compat import register_with_diffusers
 from .hookspecs import hookimpl
 from .plugins import PluginError, get_registry
 from .tasks import TaskInput, TaskPreset

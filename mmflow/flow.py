@@ -110,10 +110,17 @@ def time_grid(steps: int, sway: float = 0.0, device=None) -> torch.Tensor:
     return t
 
 
+StepCallback = Callable[[int, torch.Tensor, Streams], Streams]
+
+
 def integrate(
-    velocity: VelocityFn, x: Streams, grid: torch.Tensor, method: str = "euler", progress: bool = False
+    velocity: VelocityFn, x: Streams, grid: torch.Tensor, method: str = "euler", progress: bool = False,
+    callback: StepCallback | None = None,
 ) -> Streams:
-    """Integrate dx/dt = velocity(x, t) along ``grid`` with Euler or the explicit midpoint rule."""
+    """Integrate dx/dt = velocity(x, t) along ``grid`` with Euler or the explicit midpoint rule.
+
+    ``callback(i, t, x)``, when given, runs after step ``i`` (which started at time ``t = grid[i]``) and returns
+    the state the next step starts from (diffusers' ``callback_on_step_end``)."""
     if method not in SAMPLERS:
         raise ValueError(f"unknown sampler {method!r}; choose one of {SAMPLERS}")
     x = dict(x)
@@ -124,6 +131,8 @@ def integrate(
             half = {n: x[n] + v[n] * (dt / 2) for n in x}
             v = velocity(half, t + dt / 2)
         x = {n: x[n] + v[n] * dt for n in x}
+        if callback is not None:
+            x = callback(i, t, x)
     return x
 
 
@@ -203,6 +212,13 @@ class GuidedVelocity:
         return out
 
 
+def seeded_noise(seed: int, shapes: Sequence[tuple[int, ...]]) -> list[torch.Tensor]:
+    """One sample's noise: a standard normal tensor per shape, drawn in order on the CPU from one generator seeded
+    with ``seed`` (the draws ``sample_noise`` makes for a sample with that seed)."""
+    generator = torch.Generator().manual_seed(int(seed))
+    return [torch.randn(*shape, generator=generator) for shape in shapes]
+
+
 def sample_noise(
     batches: Mapping[str, StreamBatch],
     generator: torch.Generator | None = None,
@@ -221,14 +237,12 @@ def sample_noise(
     first = next(iter(batches.values()))
     if len(seeds) != first.batch_size:
         raise ValueError(f"seeds must give one seed per sample ({first.batch_size}), got {len(seeds)}")
-    generators = [torch.Generator().manual_seed(int(seed)) for seed in seeds]
-    noise = {}
-    for name, batch in batches.items():
-        rows = torch.zeros(batch.latent.shape)
-        for i, (g, length) in enumerate(zip(generators, batch.lengths.tolist(), strict=True)):
-            rows[i, :length] = torch.randn(length, batch.latent.shape[-1], generator=g)
-        noise[name] = rows.to(batch.latent.device, batch.latent.dtype)
-    return noise
+    rows = {name: torch.zeros(batch.latent.shape) for name, batch in batches.items()}
+    for i, seed in enumerate(seeds):
+        shapes = [(int(batch.lengths[i]), batch.latent.shape[-1]) for batch in batches.values()]
+        for name, noise in zip(batches, seeded_noise(seed, shapes), strict=True):
+            rows[name][i, : noise.shape[0]] = noise
+    return {name: rows[name].to(batch.latent.device, batch.latent.dtype) for name, batch in batches.items()}
 
 
 @torch.no_grad()
@@ -246,6 +260,7 @@ def generate(
     seeds: list[int] | None = None,
     scheduler=None,
     absent: Sequence[str] = (),
+    callback: StepCallback | None = None,
 ) -> Streams:
     """Sample every stream; given frames come back exactly as given, padding frames as zeros.
 
@@ -254,7 +269,7 @@ def generate(
     sample's result independent of the batch it is in (with a model that masks padding). A
     ``FlowMatchingScheduler`` (``mmflow.scheduler``), when given, supplies the grid and solver instead of
     ``steps``, ``sway`` and ``method``. ``absent`` streams (a task that leaves them out) are not computed and
-    come back as given.
+    come back as given. ``callback`` runs after every solver step (``integrate``).
     """
     x0 = sample_noise(batches, generator, seeds) if noise is None else dict(noise)
     device = next(iter(batches.values())).latent.device
@@ -262,7 +277,7 @@ def generate(
         grid, method = scheduler.grid.to(device), scheduler.config.solver
     else:
         grid = time_grid(steps, sway, device=device)
-    x1 = integrate(GuidedVelocity(model, batches, guidance, joint_view, absent), x0, grid, method, progress)
+    x1 = integrate(GuidedVelocity(model, batches, guidance, joint_view, absent), x0, grid, method, progress, callback)
     out = {}
     for name, batch in batches.items():
         if name in absent:

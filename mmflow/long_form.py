@@ -13,6 +13,7 @@ a timeline's result does not depend on the batch it is in when the model masks p
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 from collections.abc import Mapping, Sequence
@@ -21,7 +22,7 @@ from fractions import Fraction
 
 import torch
 
-from .flow import generate
+from .flow import generate, sample_noise
 from .streams import StreamBatch, StreamSpec
 
 logger = logging.getLogger(__name__)
@@ -69,10 +70,22 @@ class StreamTrack:
 
 @dataclass
 class Timeline:
-    """One sample to generate: a track per stream and the seed of its noise."""
+    """One sample to generate: a track per stream and the seed of its noise.
+
+    ``noise`` (optional, per stream ``(n, c)`` like the track) is the starting noise of the whole timeline instead of
+    the seed's: each window starts from its frames of it. Streams it leaves out get the seed's noise.
+    """
 
     tracks: dict[str, StreamTrack]
     seed: int = 0
+    noise: dict[str, torch.Tensor] | None = None
+
+    def __post_init__(self):
+        for name, value in (self.noise or {}).items():
+            track = self.tracks.get(name)
+            if track is None or tuple(value.shape) != tuple(track.latent.shape):
+                expected = "no such stream" if track is None else f"{tuple(track.latent.shape)} (frames, channels)"
+                raise ValueError(f"noise[{name!r}] has shape {tuple(value.shape)}; expected {expected}")
 
 
 def _window_bounds(seconds: Fraction, max_seconds: Fraction, context: Fraction) -> list[tuple[Fraction, Fraction]]:
@@ -191,11 +204,27 @@ class LongFormSampler:
             result[a + fade_from : a + fade_to] = torch.where(keep, out[fade_from:fade_to], mixed)
         result[a + fade_to : a + out.shape[0]] = out[fade_to:]
 
+    def _noise(self, timelines, members, batches, seeds, bounds) -> dict[str, torch.Tensor] | None:
+        """A window's starting noise: the seeds' (``sample_noise``), with the frames of timelines that carry their
+        own ``noise`` taken from it; None when none does (``generate`` then draws the seeds' noise itself)."""
+        if all(timelines[i].noise is None for i in members):
+            return None
+        noise = sample_noise(batches, seeds=seeds)
+        for row, i in enumerate(members):
+            for name, given in (timelines[i].noise or {}).items():
+                track = timelines[i].tracks[name]
+                a, b = (self._frames(name, seconds, track) for seconds in bounds[i])
+                noise[name][row, : b - a] = given[a:b].to(noise[name])
+        return noise
+
     @torch.no_grad()
-    def __call__(self, timelines: Sequence[Timeline], progress: bool = False, **generate_kwargs) -> list[dict]:
+    def __call__(self, timelines: Sequence[Timeline], progress: bool = False, step_callback=None,
+                 **generate_kwargs) -> list[dict]:
         """Generate every timeline; returns per timeline ``{stream: (n, c) tensor}``, given frames exact.
 
-        ``generate_kwargs`` go to :func:`mmflow.flow.generate` (guidance, scheduler, steps, joint_view...).
+        ``step_callback(window, step, t, latents)``, when given, runs after every solver step of every window and
+        returns the latents (``{stream: (rows, frames, channels)}``, one row per timeline in that window) the next
+        step starts from. ``generate_kwargs`` go to :func:`mmflow.flow.generate` (guidance, scheduler, joint_view...).
         """
         if not timelines:
             raise ValueError("no timelines to generate")
@@ -219,7 +248,10 @@ class LongFormSampler:
                 ]
                 batches[name] = batch_tracks(tracks, self.pad_id)
             seeds = [timelines[i].seed + k * WINDOW_SEED_STRIDE for i in members]
-            out = generate(self.model, batches, seeds=seeds, progress=progress, **generate_kwargs)
+            noise = self._noise(timelines, members, batches, seeds, {i: plans[i][k] for i in members})
+            callback = None if step_callback is None else functools.partial(step_callback, k)
+            out = generate(self.model, batches, seeds=seeds, noise=noise, progress=progress, callback=callback,
+                           **generate_kwargs)
             for row, i in enumerate(members):
                 for name in names:
                     track = timelines[i].tracks[name]

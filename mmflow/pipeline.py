@@ -18,7 +18,8 @@ from __future__ import annotations
 import logging
 import numbers
 import os
-from collections.abc import Mapping, Sequence
+import re
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
@@ -29,7 +30,7 @@ from diffusers import DiffusionPipeline
 from diffusers.utils import BaseOutput
 
 from .codecs import EncodedStream, InputError, StreamCodec, TensorCodec
-from .flow import Guidance
+from .flow import Guidance, seeded_noise
 from .hub import resolve_pretrained
 from .long_form import LongFormSampler, StreamTrack, Timeline
 from .model_folder import check_model_folder
@@ -42,6 +43,8 @@ from .validation import WINDOW, check_call_arguments
 logger = logging.getLogger(__name__)
 
 MAX_PROMPTS = 256
+PER_PROMPT = re.compile(r"num_\w+_per_prompt")
+"""diffusers' ``num_images_per_prompt``-style knobs: refused by name (a batch is lists of inputs here)."""
 PIECE_FADE_SECONDS = Fraction(4, 25)
 """Cross-fade between consecutive pieces of a split prompt (see ``StreamCodec.split``)."""
 
@@ -69,6 +72,7 @@ class MMFlowPipeline(DiffusionPipeline):
     """
 
     model_cpu_offload_seq = "transformer"
+    _callback_tensor_inputs = ["latents"]
 
     def __init__(self, transformer: MMDiT, scheduler: FlowMatchingScheduler, max_seconds: float = 30.0):
         super().__init__()
@@ -199,10 +203,13 @@ class MMFlowPipeline(DiffusionPipeline):
         duration: float | None = None,
         seed: int | Sequence[int] = 0,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        latents: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]] | None = None,
         sway_coefficient: float | None = None,
         cross_fade: float | None = None,
         output_type: str = "np",
         return_dict: bool = True,
+        callback_on_step_end: Callable | None = None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         progress: bool = True,
         **inputs,
     ) -> MMFlowOutput | tuple:
@@ -219,11 +226,24 @@ class MMFlowPipeline(DiffusionPipeline):
             seed: Noise seed; prompt i uses ``seed + i`` (or one seed per prompt).
             generator: diffusers' way instead of ``seed``: a ``torch.Generator`` (each prompt's seed is drawn from
                 it) or one per prompt.
+            latents: The starting noise instead of the seed's: per stream the task samples, ``(frames, channels)``
+                over the prompt's whole timeline (its prompt part, then the main part), as ``prepare_latents``
+                returns it; for a batch one such mapping per prompt, or ``(prompts, frames, channels)`` tensors.
+                A timeline longer than ``max_seconds`` starts each window from its frames of it.
             sway_coefficient: Sway sampling for this call (default: the scheduler's; F5-TTS's ``sway_sampling_coef``).
             cross_fade: Seconds of cross-fade between the pieces of a split prompt (default 0.16; F5-TTS's
                 ``cross_fade_duration``).
             output_type: ``"np"`` (decoded outputs) or ``"latent"`` (latents only).
             return_dict: False returns the tuple ``(outputs, latents)`` instead of an ``MMFlowOutput``.
+            callback_on_step_end: ``callback(pipe, step_index, timestep, callback_kwargs) -> dict`` after every
+                solver step, diffusers' convention: ``callback_kwargs["latents"]`` is ``{stream: (rows, frames,
+                channels)}``, the state after the step (one row per prompt, or per piece of a split prompt, padded
+                to the longest); a ``"latents"`` entry in the returned dict replaces it. ``step_index`` counts the
+                steps of the current window from 0 (``pipe.window_index``: which window of a long timeline; every
+                window runs all ``pipe.num_timesteps`` steps); ``timestep`` is the flow time the step started at
+                (``scheduler.timesteps[step_index]`` for Euler). diffusers' ``PipelineCallback`` objects work too.
+            callback_on_step_end_tensor_inputs: The tensors passed in ``callback_kwargs`` (of
+                ``pipe._callback_tensor_inputs``).
             progress: Progress bars (also off after ``set_progress_bar_config(disable=True)``).
             **inputs: The task's inputs (``pipe.task_inputs(task)``, ``mmflow tasks``).
         """
@@ -233,19 +253,15 @@ class MMFlowPipeline(DiffusionPipeline):
         check_call_arguments(duration=duration, num_inference_steps=num_inference_steps,
                              guidance_scale=guidance_scale, seed=seed, spans=spans, sway_coefficient=sway_coefficient,
                              cross_fade=cross_fade)
+        step_callback = self._step_callback(callback_on_step_end, callback_on_step_end_tensor_inputs)
         fade = PIECE_FADE_SECONDS if cross_fade is None else Fraction(cross_fade).limit_denominator(10_000)
-        prompts = self.check_inputs(task, inputs, spans)
-        seeds = self._seeds(seed, len(prompts)) if generator is None else self._generator_seeds(generator, len(prompts))
         progress = progress and not getattr(self, "_progress_bar_config", {}).get("disable", False)
-        present = [n for n in self.stream_names if task.role(n) != "absent"]
-        encoded = [{n: self.codec(n).encode({k: v for k, v in prompt.items() if k in self._names(n, task)},
-                                            task.codec_role(n), prompt_seed) for n in present}
-                   for prompt, prompt_seed in zip(prompts, seeds, strict=True)]
-        groups = [self._pieces(streams, duration) for streams in encoded]
-        timelines = [[self._timeline(task, piece, spans, duration, seeds[i] + k) for k, piece in enumerate(group)]
-                     for i, group in enumerate(groups)]
+        present, encoded, timelines = self._plan(task, inputs, spans, duration, seed, generator)
+        if latents is not None:
+            timelines = self._with_latents(timelines, latents, present)
         results = iter(self._sample(task, [t for group in timelines for t, _ in group], num_inference_steps,
-                                    sway_coefficient, guidance_scale, uncond_joint_view, joint_attention, progress))
+                                    sway_coefficient, guidance_scale, uncond_joint_view, joint_attention, progress,
+                                    step_callback))
         latents, conds = [], []
         for group in timelines:
             pieces = [(next(results), timeline, offsets) for timeline, offsets in group]
@@ -267,6 +283,49 @@ class MMFlowPipeline(DiffusionPipeline):
             return outputs, latents
         return MMFlowOutput(outputs=outputs, latents=latents, conds=conds, sources=sources)
 
+    def prepare_latents(self, task: str | TaskPreset, *, seed: int | Sequence[int] = 0,
+                        generator: torch.Generator | Sequence[torch.Generator] | None = None,
+                        duration: float | None = None, spans=None, **inputs) -> list[dict[str, torch.Tensor]]:
+        """Per prompt, the starting noise ``seed`` (or ``generator``) gives a call with these inputs: per stream the
+        task samples, ``(frames, channels)`` over the whole timeline. Passed back as ``latents=`` (changed or not),
+        it replaces the seed's noise; unchanged, the output is the seed's, bit for bit, for a timeline sampled in
+        one window (longer ones draw fresh noise per window from the seed, but take their frames of ``latents``)."""
+        task = self.task(task)
+        present, _, timelines = self._plan(task, inputs, spans, duration, seed, generator)
+        names, noises = self.stream_names, []
+        for group in self._single_pieces(timelines):
+            timeline = group[0][0]
+            drawn = seeded_noise(timeline.seed, [tuple(timeline.tracks[n].latent.shape) for n in names])
+            noises.append({n: noise for n, noise in zip(names, drawn, strict=True) if n in present})
+        return noises
+
+    @property
+    def window_index(self) -> int:
+        """In ``callback_on_step_end``: which window of a timeline longer than ``max_seconds`` is sampled (0 first)."""
+        return getattr(self, "_window_index", 0)
+
+    @property
+    def num_timesteps(self) -> int | None:
+        """Solver steps of the last call (per window)."""
+        return getattr(self, "_num_timesteps", None)
+
+    def enable_attention_slicing(self, slice_size: str | int | None = "auto"):
+        """Refused rather than silently ignored: mmflow's attention (``mmflow.attention``) runs torch's fused SDPA
+        kernels (or the ``split`` backend), which never hold the whole attention matrix, so there is nothing to
+        slice."""
+        if slice_size is None:  # disable_attention_slicing(): nothing is sliced, nothing to undo
+            return
+        raise NotImplementedError(
+            "enable_attention_slicing: mmflow's attention already runs fused SDPA kernels that never hold the whole "
+            "attention matrix (mmflow.attention); for less memory use enable_model_cpu_offload(), a bfloat16 "
+            "transformer, or a smaller max_seconds (longer inputs are sampled in overlapping windows)")
+
+    def enable_xformers_memory_efficient_attention(self, attention_op=None):
+        """Refused rather than silently ignored (see ``enable_attention_slicing``)."""
+        raise NotImplementedError(
+            "enable_xformers_memory_efficient_attention: mmflow's attention runs torch's fused SDPA kernels "
+            "(mmflow.attention picks the backend); xformers is not used")
+
     def save(self, output: MMFlowOutput, folder: str | os.PathLike, stem: str = "sample") -> list[Path]:
         """Write every prompt's outputs with the streams' codecs (``stem``, ``stem_1``... for batches)."""
         written = []
@@ -279,6 +338,90 @@ class MMFlowPipeline(DiffusionPipeline):
         return written
 
     # ------------------------------------------------------------------------------------------ steps
+
+    def _plan(self, task: TaskPreset, inputs, spans, duration, seed, generator):
+        """The present streams, each prompt's encoded streams and its timelines (one per piece, with the frame where
+        each stream's main part starts)."""
+        refused = sorted(name for name in inputs if PER_PROMPT.fullmatch(name))
+        if refused:
+            raise InputError(f"{', '.join(f'{n}=' for n in refused)}: not supported; give the inputs as lists, one "
+                             f"entry per prompt (repeat a prompt for several samples: prompt i uses seed + i)")
+        prompts = self.check_inputs(task, inputs, spans)
+        seeds = self._seeds(seed, len(prompts)) if generator is None else self._generator_seeds(generator, len(prompts))
+        present = [n for n in self.stream_names if task.role(n) != "absent"]
+        encoded = [{n: self.codec(n).encode({k: v for k, v in prompt.items() if k in self._names(n, task)},
+                                            task.codec_role(n), prompt_seed) for n in present}
+                   for prompt, prompt_seed in zip(prompts, seeds, strict=True)]
+        groups = [self._pieces(streams, duration) for streams in encoded]
+        timelines = [[self._timeline(task, piece, spans, duration, seeds[i] + k) for k, piece in enumerate(group)]
+                     for i, group in enumerate(groups)]
+        return present, encoded, timelines
+
+    @staticmethod
+    def _single_pieces(timelines):
+        for i, group in enumerate(timelines):
+            if len(group) > 1:
+                raise InputError(f"latents= needs each prompt sampled as one piece, but prompt {i} is split into "
+                                 f"{len(group)} pieces (a long text); call without latents=, or with shorter text")
+        return timelines
+
+    def _with_latents(self, timelines, latents, present: list[str]):
+        """The timelines with ``latents`` (``__call__``'s argument) as their starting noise, shapes checked."""
+        count = len(timelines)
+        if isinstance(latents, Mapping):
+            batched = any(torch.is_tensor(v) and v.ndim == 3 for v in latents.values())
+            per_prompt = [{n: v[i] for n, v in latents.items()} for i in range(count)] if batched else [latents] * count
+            if batched and any(v.shape[0] != count for v in latents.values()):
+                raise InputError(f"latents: (prompts, frames, channels) tensors need {count} rows, one per prompt")
+        else:
+            per_prompt = list(latents)
+        if len(per_prompt) != count:
+            raise InputError(f"latents has {len(per_prompt)} entries but there are {count} prompts")
+        out = []
+        for i, (group, noise) in enumerate(zip(self._single_pieces(timelines), per_prompt, strict=True)):
+            timeline, offsets = group[0]
+            if not isinstance(noise, Mapping) or set(noise) != set(present):
+                got = sorted(noise) if isinstance(noise, Mapping) else type(noise).__name__
+                raise InputError(f"latents for prompt {i} must map each stream the task samples, {present}, to a "
+                                 f"tensor; got {got} (pipe.prepare_latents(...) gives them)")
+            for name in present:
+                expected = tuple(timeline.tracks[name].latent.shape)
+                if not torch.is_tensor(noise[name]) or tuple(noise[name].shape) != expected:
+                    got = tuple(noise[name].shape) if torch.is_tensor(noise[name]) else type(noise[name]).__name__
+                    raise InputError(f"latents[{name!r}] for prompt {i} has shape {got}; expected {expected}: "
+                                     f"(frames, channels) over the timeline ({offsets[name]} prompt frames, then the "
+                                     f"main part) (pipe.prepare_latents(...) gives noise of the right shapes)")
+            out.append([(Timeline(timeline.tracks, seed=timeline.seed, noise=dict(noise)), offsets)])
+        return out
+
+    def _step_callback(self, callback, tensor_inputs: Sequence[str]):
+        """``callback_on_step_end`` as a ``LongFormSampler`` step callback, its tensor inputs checked."""
+        if callback is None:
+            return None
+        from diffusers.callbacks import MultiPipelineCallbacks, PipelineCallback
+
+        if isinstance(callback, PipelineCallback | MultiPipelineCallbacks):
+            tensor_inputs = callback.tensor_inputs
+        unknown = [name for name in tensor_inputs if name not in self._callback_tensor_inputs]
+        if unknown:
+            raise InputError(f"callback_on_step_end_tensor_inputs names {unknown}; this pipeline passes "
+                             f"{self._callback_tensor_inputs}")
+
+        def on_step(window: int, step: int, timestep: torch.Tensor, latents: dict[str, torch.Tensor]):
+            self._window_index = window
+            tensors = {"latents": latents}
+            returned = callback(self, step, timestep, {name: tensors[name] for name in tensor_inputs})
+            if not isinstance(returned, Mapping):
+                raise TypeError(f"callback_on_step_end must return a dict (its callback_kwargs), got "
+                                f"{type(returned).__name__}")
+            new = returned.get("latents", latents)
+            if not isinstance(new, Mapping) or set(new) != set(latents) or any(
+                    tuple(new[n].shape) != tuple(latents[n].shape) for n in latents):
+                raise InputError(f"callback_on_step_end returned latents that are not the given streams "
+                                 f"{sorted(latents)} with their shapes")
+            return {n: new[n].to(latents[n]) for n in latents}
+
+        return on_step
 
     def _names(self, stream: str, task: TaskPreset) -> set[str]:
         return {item.name for item in self.codec(stream).inputs(task.codec_role(stream))}
@@ -396,12 +539,14 @@ class MMFlowPipeline(DiffusionPipeline):
             out = torch.cat([out[:-n], (1 - w) * out[-n:] + w * piece[:n], piece[n:]])
         return out
 
-    def _sample(self, task, timelines, steps, sway, guidance_scale, uncond_joint_view, joint_attention, progress):
+    def _sample(self, task, timelines, steps, sway, guidance_scale, uncond_joint_view, joint_attention, progress,
+                step_callback=None):
         scheduler = self.scheduler
         if steps is not None or sway is not None:  # a copy: the pipeline's scheduler keeps its configuration
             overrides = {} if sway is None else {"sway_coefficient": float(sway)}
             scheduler = FlowMatchingScheduler.from_config(self.scheduler.config, **overrides)
             scheduler.set_timesteps(int(steps if steps is not None else self.scheduler.config.num_inference_steps))
+        self._num_timesteps, self._window_index = len(scheduler.grid) - 1, 0
         # every stream the task involves is guided: a given stream's noisy latent is an input of the others too
         present = [n for n in self.stream_names if task.role(n) != "absent"]
         if isinstance(guidance_scale, Mapping):
@@ -416,7 +561,8 @@ class MMFlowPipeline(DiffusionPipeline):
         sampler = LongFormSampler(self.transformer, max_seconds, context_seconds=min(2.0, max_seconds / 3))
         absent = tuple(n for n in self.stream_names if task.role(n) == "absent")
         return sampler(timelines, progress=progress, guidance=guidance if guidance.enabled else None,
-                       scheduler=scheduler, joint_view=bool(joint_attention), absent=absent)
+                       scheduler=scheduler, joint_view=bool(joint_attention), absent=absent,
+                       step_callback=step_callback)
 
 
 def _to(track: StreamTrack, device, dtype) -> StreamTrack:

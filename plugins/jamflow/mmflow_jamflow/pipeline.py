@@ -130,9 +130,12 @@ class JAMFlowPipeline(MMFlowPipeline):
         joint_attention: bool = True,
         seed: int | Sequence[int] = 0,
         generator: torch.Generator | Sequence[torch.Generator] | None = None,
+        latents: Mapping[str, torch.Tensor] | Sequence[Mapping[str, torch.Tensor]] | None = None,
         sway_coefficient: float | None = None,
         cross_fade: float | None = None,
         output_type: str = "np",
+        callback_on_step_end=None,
+        callback_on_step_end_tensor_inputs: Sequence[str] = ("latents",),
         progress: bool = True,
     ) -> JAMFlowOutput:
         """Run ``task`` for one prompt or a batch of prompts (lists: one entry per prompt).
@@ -165,6 +168,8 @@ class JAMFlowPipeline(MMFlowPipeline):
             sway_coefficient: Sway sampling for this call (default: the scheduler's).
             cross_fade: Seconds of cross-fade between the text chunks of long filler-text prompts (default 0.16).
             output_type: ``"np"`` (waveforms, expressions, frames) or ``"latent"`` (mel and normalised motion).
+            latents, callback_on_step_end, callback_on_step_end_tensor_inputs: diffusers' starting noise and step
+                callback, as in ``MMFlowPipeline.__call__`` (streams ``audio`` and ``motion``).
             progress: Progress bars over sampling and rendering.
         """
         inputs = {"text": text, "ref_audio": ref_audio, "ref_text": ref_text, "audio": audio, "motion": motion}
@@ -177,7 +182,8 @@ class JAMFlowPipeline(MMFlowPipeline):
             task, spans=spans, duration=duration, num_inference_steps=num_inference_steps,
             guidance_scale=guidance_scale, uncond_joint_view=uncond_joint_view, joint_attention=joint_attention,
             seed=seed, generator=generator, sway_coefficient=sway_coefficient, cross_fade=cross_fade, output_type=output_type,
-            progress=progress,
+            progress=progress, latents=latents, callback_on_step_end=callback_on_step_end,
+            callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             **{name: value for name, value in inputs.items() if value is not None},
         )
         mels = [latent[AUDIO].float().cpu().numpy() for latent in result.latents]
