@@ -22,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_thread")
 RATES = {"signal": 50, "gesture": 15}  # the toy plugin's streams: its tasks run on this model
 
 
-class _P(MMFlowLoraLoaderMixin, MMFlowPipeline):
+class _P(MMFlowPipeline, MMFlowLoraLoaderMixin):
     """The pipeline as it will be once the mixin is among MMFlowPipeline's bases."""
 
 
