@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import pytest
-
-from mmflow.codecs import InputError
 from mmflow_audio_f5tts.metrics.librispeech_pc import (
     load_librispeech_pc_test_clean,
     read_cross_sentence_list,
     shipped_list,
     utterance_path,
 )
+
+from mmflow.codecs import InputError
 
 
 def _rows():

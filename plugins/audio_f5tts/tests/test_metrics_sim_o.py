@@ -10,11 +10,11 @@ import pytest
 import soundfile as sf
 import torch
 import torch.nn.functional as F
+from mmflow_audio_f5tts.metrics.sim_o import build_verifier, make_sim_o, read_official_weights
+from mmflow_audio_f5tts.metrics.wavlm import official_to_hf
 
 from mmflow.codecs import InputError
 from mmflow.evaluation import Metric, Sample
-from mmflow_audio_f5tts.metrics.sim_o import build_verifier, make_sim_o, read_official_weights
-from mmflow_audio_f5tts.metrics.wavlm import official_to_hf
 
 DIM, LAYERS, HEADS, FFN, CONV, POS_KERNEL, POS_GROUPS = 32, 2, 4, 64, 16, 16, 4
 KERNELS = (10, 3, 3, 3, 3, 2, 2)
@@ -27,7 +27,8 @@ def unispeech_wavlm_shapes() -> dict[str, tuple[int, ...]]:
     shapes = {"mask_emb": (DIM,), "layer_norm.weight": (CONV,), "layer_norm.bias": (CONV,),
               "post_extract_proj.weight": (DIM, CONV), "post_extract_proj.bias": (DIM,),
               "encoder.pos_conv.0.weight_g": (1, 1, POS_KERNEL),
-              "encoder.pos_conv.0.weight_v": (DIM, DIM // POS_GROUPS, POS_KERNEL), "encoder.pos_conv.0.bias": (DIM,),
+              "encoder.pos_conv.0.weight_v": (DIM, DIM // POS_GROUPS, POS_KERNEL),
+              "encoder.pos_conv.0.bias": (DIM,),
               "encoder.layer_norm.weight": (DIM,), "encoder.layer_norm.bias": (DIM,)}
     for i, kernel in enumerate(KERNELS):
         shapes[f"feature_extractor.conv_layers.{i}.0.weight"] = (CONV, 1 if i == 0 else CONV, kernel)
@@ -36,7 +37,8 @@ def unispeech_wavlm_shapes() -> dict[str, tuple[int, ...]]:
     for i in range(LAYERS):
         layer = f"encoder.layers.{i}."
         for proj in ("k_proj", "v_proj", "q_proj", "out_proj"):
-            shapes[f"{layer}self_attn.{proj}.weight"], shapes[f"{layer}self_attn.{proj}.bias"] = (DIM, DIM), (DIM,)
+            shapes[f"{layer}self_attn.{proj}.weight"] = (DIM, DIM)
+            shapes[f"{layer}self_attn.{proj}.bias"] = (DIM,)
         shapes[f"{layer}self_attn.grep_linear.weight"] = (8, DIM // HEADS)
         shapes[f"{layer}self_attn.grep_linear.bias"] = (8,)
         shapes[f"{layer}self_attn.grep_a"] = (1, HEADS, 1, 1)
@@ -64,7 +66,8 @@ class HubStandIn(torch.nn.Module):
         hidden = []
         hooks = [layer.register_forward_hook(lambda module, inputs, output: hidden.append(inputs[0]))
                  for layer in self.model.encoder.layers]
-        hooks.append(self.model.encoder.register_forward_hook(lambda module, inputs, output: hidden.append(output[0])))
+        encoder_output = self.model.encoder.register_forward_hook(lambda module, inputs, output: hidden.append(output[0]))
+        hooks.append(encoder_output)
         try:
             assert len(waves) == 1, "F5-TTS scores one file at a time"
             self.model(F.layer_norm(waves[0], waves[0].shape)[None])
@@ -145,7 +148,8 @@ def test_metric_matches_f5tts_run_sim(official, tmp_path):
     metric = make_sim_o({"checkpoint": str(path)}, tmp_path)
     assert isinstance(metric, Metric) and metric.reference_needs == {"prompt_audio"}
     rows = metric.score([Sample("x", {"audio": generated}, reference={"prompt_audio": prompt})])
-    wav1 = torchaudio.transforms.Resample(24_000, 16_000)(torch.from_numpy(sf.read(generated, dtype="float32")[0])[None])
+    wav1 = torch.from_numpy(sf.read(generated, dtype="float32")[0])[None]
+    wav1 = torchaudio.transforms.Resample(24_000, 16_000)(wav1)
     wav2 = torch.from_numpy(sf.read(prompt, dtype="float32")[0])[None]
     with torch.no_grad():
         expected = F.cosine_similarity(f5(wav1), f5(wav2))[0].item()
@@ -166,7 +170,8 @@ def test_files_of_another_layout_are_refused(official, tmp_path):
     path, weights, _ = official
     pickled = tmp_path / "code.pth"
     torch.save({"model": weights, "args": argparse.Namespace(lr=1)}, pickled)  # an object: needs unpickling
-    with pytest.raises(InputError, match=r"weights_only=True\), as F5-TTS reads it \(Unsupported global: GLOBAL argparse.Namespace\)"):
+    refused = r"weights_only=True\), as F5-TTS reads it \(Unsupported global: GLOBAL argparse.Namespace\)"
+    with pytest.raises(InputError, match=refused):
         read_official_weights(pickled)
     for name, broken in {
         "extra": weights | {"feature_extract.model.final_proj.weight": torch.zeros(2)},

@@ -7,10 +7,10 @@ import string
 import numpy as np
 import pytest
 import soundfile as sf
+from mmflow_audio_f5tts.metrics.words import PUNCTUATION, edit_distance, normalize, split_words, utterance_wer
 
 from mmflow.codecs import InputError
 from mmflow.evaluation import Metric, Sample
-from mmflow_audio_f5tts.metrics.words import PUNCTUATION, edit_distance, normalize, split_words, utterance_wer
 
 
 @pytest.mark.parametrize(("text", "expected"), [

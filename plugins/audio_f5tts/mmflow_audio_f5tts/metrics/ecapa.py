@@ -44,7 +44,7 @@ class Res2ConvReluBn(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         groups = torch.split(x, self.width, dim=1)
         outputs, carried = [], None
-        for group, conv, bn in zip(groups, self.convs, self.bns):
+        for group, conv, bn in zip(groups, self.convs, self.bns, strict=False):  # the last group passes through
             carried = group if carried is None else carried + group
             carried = bn(F.relu(conv(carried)))
             outputs.append(carried)

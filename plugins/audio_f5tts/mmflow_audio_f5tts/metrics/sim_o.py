@@ -67,8 +67,9 @@ def read_official_weights(path: Path) -> dict[str, torch.Tensor]:
                          f"weights_only=True), as F5-TTS reads it ({reason}). mmflow never unpickles objects from "
                          f"a weights file. {WHERE}") from error
     if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("model"), dict):
+        keys = list(checkpoint)[:5] if isinstance(checkpoint, dict) else "-"
         raise InputError(f"sim_o.checkpoint={path}: expected a dict with a 'model' state dict (UniSpeech's "
-                         f"layout), got {type(checkpoint).__name__} with keys {list(checkpoint)[:5] if isinstance(checkpoint, dict) else '-'}. {WHERE}")
+                         f"layout), got {type(checkpoint).__name__} with keys {keys}. {WHERE}")
     return checkpoint["model"]
 
 

@@ -99,7 +99,8 @@ def wavlm_config(weights: Mapping[str, torch.Tensor]):  # noqa: ANN201 - transfo
 
 
 class WavLMHiddenStates(nn.Module):
-    """A 16 kHz waveform ``(samples,)`` -> s3prl's WavLM ``hidden_states``, stacked: ``(layers + 1, 1, frames, dim)``."""
+    """A 16 kHz waveform ``(samples,)`` -> s3prl's WavLM ``hidden_states``, stacked:
+    ``(layers + 1, 1, frames, dim)``."""
 
     def __init__(self, config) -> None:  # noqa: ANN001 - transformers.WavLMConfig
         super().__init__()
