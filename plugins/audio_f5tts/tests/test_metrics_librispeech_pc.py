@@ -79,3 +79,18 @@ def test_malformed_list_line(tmp_path, fake_root):
     bad.write_text("4992-41806-0009\t4.355\ttext only\n", encoding="utf-8")
     with pytest.raises(InputError, match=r"bad.lst:1: expected 6 tab-separated fields"):
         read_cross_sentence_list(bad, fake_root / "LibriSpeech" / "test-clean")
+
+
+def test_plugin_registers_audio_metrics_and_benchmark():
+    from mmflow_audio_f5tts import plugin
+    from mmflow_audio_f5tts.metrics.ge2e import make_speaker_sim_ge2e
+    from mmflow_audio_f5tts.metrics.sim_o import make_sim_o
+    from mmflow_audio_f5tts.metrics.wer import make_wer
+
+    from mmflow.plugins import build_registry
+
+    registry = build_registry({"audio_f5tts_under_test": plugin}, load_entry_points=False)
+    assert registry.metric("wer") is make_wer
+    assert registry.metric("sim_o") is make_sim_o
+    assert registry.metric("speaker_sim_ge2e") is make_speaker_sim_ge2e
+    assert registry.benchmark("librispeech_pc_test_clean") is load_librispeech_pc_test_clean
