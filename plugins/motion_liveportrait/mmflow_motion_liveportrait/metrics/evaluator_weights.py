@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -36,14 +37,19 @@ def weights_path(options, option: str, file_name: str, source: str) -> Path:
     return path
 
 
-def load_official_weights(module: nn.Module, path: str | os.PathLike, label: str) -> nn.Module:
-    """Load ``path`` into ``module`` strictly (see the module docstring); returns it in eval mode, no gradients."""
+def load_official_weights(build: Callable[[], nn.Module], path: str | os.PathLike, label: str) -> nn.Module:
+    """``build()`` with the tensors of ``path`` (checked as the module docstring says), in eval mode, no gradients.
+
+    The network is built on the meta device and takes the file's tensors as they are (no random init first).
+    """
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - any unreadable file gets the same advice
         raise EvaluatorWeightsError(f"{path}: not a readable {label} weights file ({error}).") from error
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise EvaluatorWeightsError(f"{path}: expected a plain state dict of tensors for {label}.")
+    with torch.device("meta"):
+        module = build()
     expected = module.state_dict()
     missing = [k for k in expected if k not in state and not k.endswith(OPTIONAL_SUFFIX)]
     extra = [k for k in state if k not in expected]
@@ -55,8 +61,8 @@ def load_official_weights(module: nn.Module, path: str | os.PathLike, label: str
         raise EvaluatorWeightsError(f"{path} is not the {label} weights file ({'; '.join(problems)}).")
     for key, value in expected.items():
         if key.endswith(OPTIONAL_SUFFIX) and key not in state:
-            state[key] = value
-    module.load_state_dict(state, strict=True)
+            state[key] = torch.zeros((), dtype=value.dtype)
+    module.load_state_dict(state, strict=True, assign=True)
     return module.eval().requires_grad_(False)
 
 

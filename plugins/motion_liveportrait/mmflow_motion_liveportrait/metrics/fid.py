@@ -21,7 +21,7 @@ import torch
 from ..video import read_video
 from .evaluator_weights import file_digest, load_official_weights, weights_path
 from .frechet import FrechetMetric
-from .inception import FID_FEATURES, FID_WEIGHTS_FILE, FIDInceptionV3
+from .inception import FID_FEATURES, FID_INPUT_SIZE, FID_WEIGHTS_FILE, FIDInceptionV3
 from .metric_options import device_option, int_option
 
 WEIGHTS_SOURCE = ("pytorch-fid's TF-ported Inception, https://github.com/mseitzer/pytorch-fid/releases/download/"
@@ -62,6 +62,6 @@ def fid_metric(options: Mapping[str, str], workdir: Path) -> FrechetMetric:
     frames = int_option(options, "fid.frames", 0, 0)
     batch = int_option(options, "fid.batch", 50, 1)
     device = device_option(options, "fid.device")
-    model = load_official_weights(FIDInceptionV3(), path, "pytorch-fid Inception")
+    model = load_official_weights(lambda: FIDInceptionV3(input_size=FID_INPUT_SIZE), path, "pytorch-fid Inception")
     protocol = f"fid pytorch-fid inception {file_digest(path)} frames={frames}"
     return FrechetMetric("fid", Path(workdir), InceptionFeatures(model, frames, batch, device), protocol)

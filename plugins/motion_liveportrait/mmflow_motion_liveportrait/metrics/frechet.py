@@ -50,7 +50,7 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         raise ValueError(f"feature sets differ in size: means {mu1.shape} vs {mu2.shape}, "
                          f"covariances {sigma1.shape} vs {sigma2.shape}")
     diff = mu1 - mu2
-    covmean, _ = linalg.sqrtm(sigma1.dot(sigma2), disp=False)
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))  # pytorch-fid's disp=False only adds an unused error estimate
     if not np.isfinite(covmean).all():
         logger.warning("Fréchet distance: singular product; adding %s to the diagonal of the covariances", eps)
         offset = np.eye(sigma1.shape[0]) * eps

@@ -88,7 +88,7 @@ def fvd_metric(options: Mapping[str, str], workdir: Path) -> FrechetMetric:
     clips = int_option(options, "fvd.clips", 0, 0)
     batch = int_option(options, "fvd.batch", 4, 1)
     device = device_option(options, "fvd.device")
-    model = load_official_weights(InceptionI3d(), path, "Kinetics-400 I3D")
+    model = load_official_weights(InceptionI3d, path, "Kinetics-400 I3D")
     protocol = f"fvd i3d {file_digest(path)} frames={frames} clips={clips}"
-    features = I3DFeatures(model, frames, clips, batch, device)
+    features = I3DFeatures(model, frames, clips, batch, device, I3D_INPUT_SIZE)
     return FrechetMetric("fvd", Path(workdir), features, protocol, ddof=0)

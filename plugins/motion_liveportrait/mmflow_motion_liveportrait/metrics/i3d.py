@@ -105,6 +105,13 @@ class InceptionI3d(nn.Module):
         self.logits = Unit3D(1024, num_classes, logits=True)
 
     def forward(self, videos: torch.Tensor) -> torch.Tensor:
+        x = self.trunk(videos)
+        kernel = (min(2, x.shape[2]), min(7, x.shape[3]), min(7, x.shape[4]))
+        x = self.logits(F.avg_pool3d(x, kernel, stride=1))  # dropout: identity in eval
+        return x.mean(dim=(2, 3, 4))
+
+    def trunk(self, videos: torch.Tensor) -> torch.Tensor:
+        """Everything before the logits: ``B×1024×T'×H'×W'`` (the output of Mixed_5c)."""
         x = self.Conv3d_1a_7x7(videos)
         x = self.Conv3d_2c_3x3(self.Conv3d_2b_1x1(self.MaxPool3d_2a_3x3(x)))
         x = self.MaxPool3d_3a_3x3(x)
@@ -114,6 +121,4 @@ class InceptionI3d(nn.Module):
             elif name == "Mixed_5b":
                 x = self.MaxPool3d_5a_2x2(x)
             x = getattr(self, name)(x)
-        kernel = (min(2, x.shape[2]), min(7, x.shape[3]), min(7, x.shape[4]))
-        x = self.logits(F.avg_pool3d(x, kernel, stride=1))  # dropout: identity in eval
-        return x.mean(dim=(2, 3, 4))
+        return x
