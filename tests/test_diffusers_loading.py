@@ -146,21 +146,16 @@ def test_a_cached_hub_id_loads_offline_through_diffusers(offline_hub, tiny_folde
 def test_a_jamflow_pipeline_with_a_liveportrait_renderer_loads_it(tmp_path):
     """The optional renderer component (LivePortrait's networks) comes back through diffusers' loader too."""
     jamflow = pytest.importorskip("mmflow_jamflow.pipeline")
-    from mmflow_motion_liveportrait import networks
-    from mmflow_motion_liveportrait.render import LivePortraitNetworks
     from mmflow_motion_liveportrait.renderer_weights import LivePortraitComponents
 
-    small = dict(block_expansion=8, max_features=64)
-    nets = LivePortraitNetworks(
-        networks.AppearanceFeatureExtractor(**small, reshape_channel=4, reshape_depth=16, num_resblocks=1),
-        networks.MotionExtractor(),
-        networks.WarpingNetwork(**small, reshape_channel=4, dense_motion_params=dict(
-            block_expansion=8, max_features=64, num_blocks=3, reshape_depth=16, compress=2)),
-        networks.SPADEDecoder(**small),
-        networks.StitchingRetargetingNetwork.from_official_config("stitching"),
-    )
+    small = {"block_expansion": 8, "max_features": 64, "reshape_channel": 4}
+    dense = {"block_expansion": 8, "max_features": 64, "num_blocks": 3, "reshape_depth": 16, "compress": 2}
+    renderer = LivePortraitComponents(
+        appearance_feature_extractor_config={**small, "reshape_depth": 16, "num_resblocks": 1},
+        warping_module_config={**small, "dense_motion_params": dense},
+        spade_generator_config={"block_expansion": 8, "max_features": 64}, use_stitching=False)
     pipe = jamflow.JAMFlowPipeline.from_pretrained(DEFAULT_MODEL)
-    pipe.register_modules(renderer=LivePortraitComponents.from_networks(nets))
+    pipe.register_modules(renderer=renderer)
     pipe.save_pretrained(tmp_path / "pipe")
     index = json.loads((tmp_path / "pipe" / "model_index.json").read_text())
     assert index["renderer"] == ["mmflow_motion_liveportrait.renderer_weights", "LivePortraitComponents"]
