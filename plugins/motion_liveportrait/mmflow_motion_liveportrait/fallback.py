@@ -10,12 +10,15 @@ Used whenever no LivePortrait weights are given. It reads every part of the moti
 * eyelid closure (the ``BLINK`` direction): the upper lids slide down over the eyes;
 * brow height (brow keypoints' y) and gaze (eye keypoints' x), as changes from the first frame, in pixels;
 * head pose, when given (a template's rotation, scale, translation), as changes from the first frame: roll,
-  scale and translation move the whole face (a similarity folded into the paste-back); yaw and pitch shift the
-  inner face inside its outline (a pseudo-3-D turn, not a true rotation).
+  scale and translation move the whole face (a similarity folded into the paste-back); yaw and pitch rotate the
+  landmarks, given depths by a generic 3-D face (``face3d.py``), and project them (weak perspective); the face
+  region follows by a thin-plate spline through the landmarks, fixed on the region's border (no ears, hair or
+  neck turn, and nothing hidden by the turn is occluded: it is a smooth warp, not a 3-D render).
 
 Everything is one displacement field on the face region of an upright 512² crop, one bilinear resample, a few
 painted layers and one resample back into the frame, so a frame costs a few milliseconds on one CPU core
-(``benchmarks/fallback_render.py``). It is a demo renderer: no hair, ear or neck motion, no real 3-D.
+(``benchmarks/fallback_render.py``); a turn adds two resamples of a displacement field. It is a demo
+renderer: no hair, ear or neck motion, no occlusion.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import face3d
 from .expression_layout import (
     BLINK,
     BROW_KEYPOINT_INDICES,
@@ -54,7 +58,8 @@ logger = logging.getLogger(__name__)
 # the brows by ±5 px, a visible lift; its gaze wander of ±0.001 the irises by ±1.5 px).
 BROW_PIXELS_PER_UNIT = 2500.0
 GAZE_PIXELS_PER_UNIT = 1500.0
-TURN_DEPTH = 0.3  # pseudo-3-D turn: the inner face moves by TURN_DEPTH × face width × sin(angle)
+TURN_GRID_STEP = 8  # crop pixels between the samples of the head-turn warp (bilinear in between)
+TURN_ANCHORS_PER_SIDE = 8  # fixed points on each side of the face region: the turn fades to nothing there
 ROUND_NARROWING, SPREAD_WIDENING = 0.25, 0.12  # horizontal lip scale change per unit of rounding / spread
 
 CAVITY_RGB = (0.20, 0.07, 0.08)
@@ -162,7 +167,7 @@ class LandmarkFallbackRenderer(StreamingRenderer):
         brow_gap = float(np.mean(lm[36:48, 1]) - np.mean(lm[17:27, 1]))  # brows → eyes
 
         # ROI: brows (and some forehead) to below the chin, jaw to jaw; the paste mask is its inscribed ellipse.
-        left, right = lm[:, 0].min() - 0.12 * face_width, lm[:, 0].max() + 0.12 * face_width
+        left, right = lm[:, 0].min() - 0.3 * face_width, lm[:, 0].max() + 0.3 * face_width
         top, bottom = lm[17:27, 1].min() - 1.2 * brow_gap, chin_y + neck
         x0, x1 = max(int(math.floor(left)), 0), min(int(math.ceil(right)) + 1, size)
         y0, y1 = max(int(math.floor(top)), 0), min(int(math.ceil(bottom)) + 1, size)
@@ -213,11 +218,7 @@ class LandmarkFallbackRenderer(StreamingRenderer):
         self._eye_width = float(np.linalg.norm(lm[39] - lm[36]))
         self._brow_gap = brow_gap
 
-        # Pseudo-3-D turn: the inner face (eyes, nose, mouth) shifts inside the face outline.
-        turn_centre = (float(lm[30, 0]), float((lm[36:48, 1].mean() + lm[48:68, 1].mean()) / 2))
-        radius = np.sqrt(((xs - turn_centre[0]) / (0.45 * face_width)) ** 2
-                         + ((ys - turn_centre[1]) / (0.5 * (chin_y - top))) ** 2)
-        self._turn = _tensor(_smoothstep((1.0 - radius) / 0.6))
+        self._build_turn(lm)
         self._face_width = face_width
         self._face_centre = lm.mean(axis=0)
 
@@ -226,6 +227,49 @@ class LandmarkFallbackRenderer(StreamingRenderer):
         self._crop = self.face.tensor()  # 1×3×S×S
         self._frame = to_tensor(self.source_frame)  # 1×3×H×W
         self.mouth_box = self._mouth_box_in_frame(lm, mouth_width)
+
+    def _build_turn(self, lm: np.ndarray) -> None:
+        """Yaw and pitch: the landmarks get depths from the generic 3-D face (``face3d.lift``); a turn rotates them
+        about their centroid and projects them (weak perspective). The face region follows by a thin-plate spline
+        through the landmarks' displacements, anchored (no displacement) on the region's border; it is linear in
+        the displacements, so ``_turn_basis`` maps the 68 displacements to the spline on a coarse grid at once."""
+        x0, y0, x1, y1 = self._roi
+        self._lifted = face3d.lift(lm)  # 68×3 crop pixels
+        self._pivot = self._lifted.mean(axis=0)
+        side = np.linspace(0.0, 1.0, TURN_ANCHORS_PER_SIDE, endpoint=False)
+        left, top, right, bottom = x0 - 0.5, y0 - 0.5, x1 - 0.5, y1 - 0.5
+        anchors = np.concatenate([
+            np.stack([left + side * (right - left), np.full_like(side, top)], 1),
+            np.stack([np.full_like(side, right), top + side * (bottom - top)], 1),
+            np.stack([right - side * (right - left), np.full_like(side, bottom)], 1),
+            np.stack([np.full_like(side, left), bottom - side * (bottom - top)], 1),
+        ])
+        controls = np.concatenate([lm, anchors])
+
+        def kernel(points: np.ndarray) -> np.ndarray:  # [U(|p − c|) | 1 x y], U(r) = r² log r
+            squared = ((points[:, None, :] - controls[None, :, :]) ** 2).sum(-1)
+            radial = 0.5 * squared * np.log(np.maximum(squared, 1e-12))
+            return np.concatenate([radial, np.ones((len(points), 1)), points], axis=1)
+
+        system = np.zeros((len(controls) + 3, len(controls) + 3))
+        system[: len(controls)] = kernel(controls)
+        system[len(controls):, : len(controls)] = system[: len(controls), len(controls):].T
+        self._turn_shape = (math.ceil((y1 - y0) / TURN_GRID_STEP) + 1, math.ceil((x1 - x0) / TURN_GRID_STEP) + 1)
+        gy, gx = np.meshgrid(np.linspace(y0, y1 - 1, self._turn_shape[0]), np.linspace(x0, x1 - 1, self._turn_shape[1]),
+                             indexing="ij")
+        weights = np.linalg.solve(system.T, kernel(np.stack([gx.ravel(), gy.ravel()], 1)).T).T  # grid × controls
+        self._turn_basis = _tensor(weights[:, : len(lm)])  # anchors and the affine part carry no displacement
+
+    def _turn_fields(self, controls: dict[str, np.ndarray], index) -> torch.Tensor | None:
+        """Per frame of the batch, the turn's forward displacement on the coarse grid ``B×2×gh×gw`` (crop pixels;
+        the grid spans the face region's first to last pixel centre), or None when no frame of the batch turns."""
+        pitch, yaw = controls["pitch"][index], controls["yaw"][index]
+        if not (np.abs(pitch).max() > 1e-6 or np.abs(yaw).max() > 1e-6):
+            return None
+        rotation = face3d.rotation(pitch, yaw, np.zeros_like(yaw))  # B×3×3; roll is the paste's similarity
+        moved = (self._lifted - self._pivot) @ np.swapaxes(rotation, 1, 2) + self._pivot
+        shift = _tensor(moved[..., :2] - self._lifted[:, :2])  # B×68×2
+        return (self._turn_basis @ shift).permute(0, 2, 1).reshape(len(shift), 2, *self._turn_shape)
 
     def _build_lids(self, lm: np.ndarray) -> None:
         """Per crop column over both eyes: the upper lid's y and the opening down to the lower lid (smooth arcs
@@ -362,13 +406,11 @@ class LandmarkFallbackRenderer(StreamingRenderer):
             return torch.as_tensor(controls[name][index], dtype=torch.float32).view(-1, 1, 1)
 
         opening, lip_scale, closure = column("opening"), column("lip_scale"), column("closure")
-        turn_x = -TURN_DEPTH * self._face_width * torch.sin(torch.deg2rad(column("yaw")))
-        turn_y = TURN_DEPTH * self._face_width * torch.sin(torch.deg2rad(column("pitch")))
         drop = opening * self.drop_px
         below = self._below_midline
         jaw = torch.minimum(below.clamp(min=0), drop) * self._jaw_falloff
-        dy = jaw - column("brow") * self._brow + turn_y * self._turn
-        dx = column("gaze") * self._gaze + turn_x * self._turn - lip_scale * self._lip_weight
+        dy = jaw - column("brow") * self._brow
+        dx = column("gaze") * self._gaze - lip_scale * self._lip_weight
         size = self.face.size
         grid = torch.stack([(2 * (self._xs - dx) + 1) / size - 1, (2 * (self._ys - dy) + 1) / size - 1], dim=-1)
         face = F.grid_sample(self._closed_lids(closure), grid, mode="bilinear", padding_mode="border",
@@ -408,8 +450,10 @@ class LandmarkFallbackRenderer(StreamingRenderer):
         return torch.lerp(face, fill, gap.unsqueeze(1))
 
     @torch.no_grad()
-    def _paste(self, region: torch.Tensor, matrices: np.ndarray, frames: np.ndarray) -> None:
-        """Blend the face regions into ``frames`` (``B×H×W×3`` uint8, in place) through ``matrices``."""
+    def _paste(self, region: torch.Tensor, matrices: np.ndarray, frames: np.ndarray,
+               turn: torch.Tensor | None = None) -> None:
+        """Blend the face regions into ``frames`` (``B×H×W×3`` uint8, in place) through ``matrices``, turned by the
+        forward displacements ``turn`` (``B×2×h×w``, :meth:`_turn_fields`) when given."""
         x0, y0, x1, y1 = self._roi
         height, width = self.source_frame.shape[:2]
         corners = np.array([[x0, y0, 1], [x1, y0, 1], [x0, y1, 1], [x1, y1, 1]], dtype=np.float64)
@@ -427,6 +471,15 @@ class LandmarkFallbackRenderer(StreamingRenderer):
                                 torch.arange(left, right, dtype=torch.float32), indexing="ij")
         points = torch.stack([gx, gy, torch.ones_like(gx)], dim=-1).view(1, -1, 3)
         grid = (points @ maps).view(len(matrices), bottom - top, right - left, 2)
+        if turn is not None:  # where each turned pixel comes from: p = q − D(p), two fixed-point steps
+            size = torch.tensor([x1 - x0, y1 - y0], dtype=torch.float32)
+            # D lives on a grid from the region's first to last pixel centre (align_corners=True coordinates).
+            corners = (grid + 1) * size / (size - 1) - 1 - 1 / (size - 1)
+            back = corners
+            for _ in range(2):
+                shift = F.grid_sample(turn, back, mode="bilinear", padding_mode="zeros", align_corners=True)
+                back = corners - shift.permute(0, 2, 3, 1) * 2 / (size - 1)
+            grid = (back + 1 + 1 / (size - 1)) * (size - 1) / size - 1
         pasted = F.grid_sample(region, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         mask = F.grid_sample(self._mask.expand(len(matrices), -1, -1, -1), grid, mode="bilinear",
                              padding_mode="zeros", align_corners=False)
@@ -448,7 +501,8 @@ class LandmarkFallbackRenderer(StreamingRenderer):
         index = np.asarray(index, dtype=np.int64)
         frames = np.empty((len(index), *self.source_frame.shape), dtype=np.uint8)
         frames[:] = self.source_frame
-        self._paste(self._render_batch(controls, index), self._pose_matrices(controls, index), frames)
+        self._paste(self._render_batch(controls, index), self._pose_matrices(controls, index), frames,
+                    self._turn_fields(controls, index))
         return frames
 
     def render_openings(self, openings, progress: bool = True) -> np.ndarray:

@@ -1,14 +1,23 @@
 """The weights-free renderer checked by measurement: dlib's 68 landmarks, fitted on the rendered frames, follow
-the motion it was given (eyelids, brows, mouth, head pose), and a half-open mouth has no thin dark line."""
+the motion it was given (eyelids, brows, mouth, lip rounding, head pose), and a half-open mouth has no thin dark
+line.
+
+Head pose is read back by fitting the generic 3-D face (``face3d.fit_pose``, weak perspective) to dlib's
+landmarks of each frame. The renderer turns the portrait's landmarks with depths from that same face, so the fit
+alone cannot tell whether those depths are right; what it checks is that the detected face turns rigidly by the
+template's angles. The check independent of any depth model: a yaw of ψ shortens the line between the outer eye
+corners (two points at one depth, by the face's symmetry) to cos ψ of its length, whatever the depths are.
+"""
 
 import numpy as np
 import pytest
 
 pytest.importorskip("dlib", reason="the measurements fit dlib's 68 landmarks")
 
-from mmflow_motion_liveportrait import extract, render  # noqa: E402
+from mmflow_motion_liveportrait import extract, face3d, render  # noqa: E402
 from mmflow_motion_liveportrait.expression_layout import BLINK, amount  # noqa: E402
 from mmflow_motion_liveportrait.idle import idle_motion  # noqa: E402
+from mmflow_motion_liveportrait.keypoints import MOUTH_KEYPOINT_INDICES  # noqa: E402
 from mmflow_motion_liveportrait.plugin import MOTION  # noqa: E402
 
 
@@ -67,12 +76,54 @@ def test_a_pose_carrying_template_moves_the_detected_face_by_its_pose(astronaut,
     shift = eye_line(landmarks[4])[2] - centre0
     np.testing.assert_allclose(shift, t[4, :2] * pixels_per_unit, atol=1.5)
 
-    # Yaw and pitch turn the inner face inside its outline (pseudo-3-D): the nose moves the way the keypoints
-    # of a real turn would (left for positive yaw, down for positive pitch); angles themselves are not measured.
-    turn = render.DrivingMotion(exp=np.zeros((3, 21, 3)), pitch=np.array([0.0, 0.0, 12.0]),
-                                yaw=np.array([0.0, 12.0, 0.0]), roll=np.zeros(3))
-    nose = extract.track_landmarks(renderer.render(turn, progress=False))[:, 30]
-    assert nose[1, 0] < nose[0, 0] - 1 and nose[2, 1] > nose[0, 1] + 1
+
+def test_the_pose_fit_recovers_known_rotations_of_the_mean_face():
+    generator = np.random.default_rng(0)
+    for pitch, yaw, roll in ((0, 0, 0), (10, -15, 5), (-20, 25, -8)):
+        points = 3.0 * (face3d.MEAN_FACE @ face3d.rotation(pitch, yaw, roll).T)[:, :2] + (120, 80)
+        fit = face3d.fit_pose(points + generator.normal(0, 0.05, points.shape))
+        np.testing.assert_allclose([fit["pitch"], fit["yaw"], fit["roll"], fit["scale"]], [pitch, yaw, roll, 3.0],
+                                   atol=0.3)
+        np.testing.assert_allclose(face3d.angles(face3d.rotation(pitch, yaw, roll)), (pitch, yaw, roll), atol=1e-9)
+    nose_tip = 30
+    turned = face3d.MEAN_FACE @ face3d.rotation(0, 10, 0).T
+    assert turned[nose_tip, 0] < face3d.MEAN_FACE[nose_tip, 0]  # positive yaw: the nose goes to image-left
+    turned = face3d.MEAN_FACE @ face3d.rotation(10, 0, 0).T
+    assert turned[nose_tip, 1] > face3d.MEAN_FACE[nose_tip, 1]  # positive pitch: down
+    with pytest.raises(ValueError, match="N×2"):
+        face3d.fit_pose(np.zeros((68, 3)))
+
+
+def test_yaw_and_pitch_turn_the_detected_face_by_the_templates_angles(renderer):
+    pitch = np.array([0.0, 0.0, 0.0, 12.0, -12.0, 8.0])
+    yaw = np.array([0.0, 15.0, -15.0, 0.0, 0.0, -12.0])
+    roll = np.array([0.0, 0.0, 0.0, 0.0, 0.0, 6.0])
+    motion = render.DrivingMotion(exp=np.zeros((len(yaw), 21, 3)), pitch=pitch, yaw=yaw, roll=roll)
+    landmarks = extract.track_landmarks(renderer.render(motion, progress=False))
+    first = face3d.fit_pose(landmarks[0])["R"]
+    measured = np.array([face3d.angles(face3d.fit_pose(frame)["R"] @ first.T) for frame in landmarks])
+    np.testing.assert_allclose(measured[:, 0], pitch, atol=4.0)  # degrees
+    np.testing.assert_allclose(measured[:, 1], yaw, atol=4.0)
+    np.testing.assert_allclose(measured[:, 2], roll, atol=2.0)
+    # Depth-free: the outer eye corners' distance shrinks to cos(yaw), and pitch and roll leave it alone.
+    corners = np.linalg.norm(landmarks[:, 45] - landmarks[:, 36], axis=1)
+    np.testing.assert_allclose(corners / corners[0], np.cos(np.radians(yaw)), atol=0.012)
+
+
+def test_rounded_vowels_narrow_the_mouth_and_spread_ones_widen_it(renderer):
+    visemes = pytest.importorskip("mmflow_jamflow.data.visemes", reason="the visemes are JAM-Flow's corpus's")
+    width = {}
+    for vowel in ("i:", "oU", "u:"):
+        # 0.6 s of the vowel between pauses; the face besides the mouth held at its first frame (no blinks).
+        exp = visemes.motion_from_phones([("_", 0.0, 0.2), (vowel, 0.2, 0.8), ("_", 0.8, 1.0)], 25, seed=0)
+        rest = [k for k in range(21) if k not in MOUTH_KEYPOINT_INDICES]
+        exp[:, rest] = exp[:1, rest]
+        landmarks = extract.track_landmarks(renderer.render(exp, progress=False))
+        mouth = np.linalg.norm(landmarks[:, 54] - landmarks[:, 48], axis=1)  # dlib's mouth corners
+        width[vowel] = float(np.median(mouth[9:16])) / float(mouth[0])  # the held vowel vs the closed mouth
+    assert width["i:"] > 1.05  # spread
+    assert width["oU"] < 0.98 and width["u:"] < 0.95  # rounded
+    assert width["oU"] < width["i:"] - 0.1 and width["u:"] < width["i:"] - 0.1
 
 
 def dark_runs(profile: np.ndarray, threshold: float = 70) -> list[int]:
