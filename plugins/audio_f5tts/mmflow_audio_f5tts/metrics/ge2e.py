@@ -8,62 +8,43 @@ Its values are not comparable with SIM-o figures in papers; it runs anywhere, wi
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from mmflow.codecs import InputError
-from mmflow.evaluation import Sample
 
 from .options import check_options
+from .speaker import REFERENCE_HELP, SpeakerSimilarity, reference_kind
 
-logger = logging.getLogger(__name__)
-
-OPTIONS = {
-    "reference": "prompt_audio (default: the original prompt clip) or audio (the item's reference recording)",
-}
+OPTIONS = {"reference": REFERENCE_HELP}
 
 
-class GE2ESimilarity:
-    """Cosine of resemblyzer utterance embeddings of the generated audio and the reference clip."""
+class GE2ESimilarity(SpeakerSimilarity):
+    """Cosine of resemblyzer utterance embeddings (unit vectors) of the generated audio and the reference clip."""
 
     name = "speaker_sim_ge2e"
-    needs = frozenset({"audio"})
-    higher_is_better = True
     batch_size = 16
 
     def __init__(self, reference: str = "prompt_audio") -> None:
+        super().__init__(reference)
         try:
             from resemblyzer import VoiceEncoder, preprocess_wav
         except ImportError as error:
             raise InputError(f"metric 'speaker_sim_ge2e' needs resemblyzer ({error}): "
                              f"pip install -r requirements/eval.txt") from error
-        self.reference = reference
-        self.reference_needs = frozenset({reference})
         self._preprocess = preprocess_wav
         self.encoder = VoiceEncoder("cpu", verbose=False)
 
     def embed(self, path: Path) -> np.ndarray:
         return self.encoder.embed_utterance(self._preprocess(Path(path)))
 
-    def score(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
-        return [{"speaker_sim_ge2e": float(np.dot(self.embed(sample.files["audio"]),
-                                                  self.embed(sample.reference[self.reference])))}
-                for sample in samples]
-
-    def summarise(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        if not rows:
-            return {}
-        return {"speaker_sim_ge2e": float(np.mean([row["speaker_sim_ge2e"] for row in rows]))}
+    def similarity(self, generated: Path, reference: Path) -> float:
+        return float(np.dot(self.embed(generated), self.embed(reference)))
 
 
 def make_speaker_sim_ge2e(options: Mapping[str, str], workdir: Path) -> GE2ESimilarity:
     """Factory for ``mmflow_metrics``."""
     options = check_options("speaker_sim_ge2e", options, OPTIONS)
-    reference = options.get("reference", "prompt_audio")
-    if reference not in ("prompt_audio", "audio"):
-        raise InputError(f"--metric-option speaker_sim_ge2e.reference={reference}: expected prompt_audio or audio")
-    return GE2ESimilarity(reference)
+    return GE2ESimilarity(reference_kind("speaker_sim_ge2e", options))

@@ -14,9 +14,8 @@ from __future__ import annotations
 import logging
 import pickle
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
@@ -24,10 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmflow.codecs import InputError
-from mmflow.evaluation import Sample
 
 from .ecapa import EcapaHead
 from .options import check_options, existing_path
+from .speaker import REFERENCE_HELP, SpeakerSimilarity, reference_kind
 from .wavlm import PREFIX, WavLMHiddenStates, official_to_hf, wavlm_config
 
 logger = logging.getLogger(__name__)
@@ -36,7 +35,7 @@ RATE = 16_000
 OPTIONS = {
     "checkpoint": "UniSpeech's wavlm_large_finetune.pth (required)",
     "device": "cpu (default), cuda, ...",
-    "reference": "prompt_audio (default: the original prompt clip) or audio (the item's reference recording)",
+    "reference": REFERENCE_HELP,
 }
 WHERE = ("F5-TTS's SIM-o uses UniSpeech's WavLM-Large speaker-verification checkpoint wavlm_large_finetune.pth "
          "(linked from microsoft/UniSpeech downstreams/speaker_verification/README.md and F5-TTS "
@@ -107,33 +106,23 @@ def load_wave_16k(path: Path) -> torch.Tensor:
     return torch.from_numpy(np.ascontiguousarray(sinc_resample(audio[0], rate, RATE)))
 
 
-class SimO:
+class SimO(SpeakerSimilarity):
     """F5-TTS's SIM-o (see the module docstring)."""
 
     name = "sim_o"
-    needs = frozenset({"audio"})
-    higher_is_better = True
     batch_size = 4
 
     def __init__(self, verifier: SpeakerVerifier, device: str = "cpu", reference: str = "prompt_audio") -> None:
+        super().__init__(reference)
         self.verifier = verifier.to(device)
         self.device = device
-        self.reference = reference
-        self.reference_needs = frozenset({reference})
 
     @torch.no_grad()
     def embed(self, path: Path) -> torch.Tensor:
         return self.verifier(load_wave_16k(path).to(self.device))
 
-    def score(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
-        return [{"sim_o": F.cosine_similarity(self.embed(sample.files["audio"]),
-                                              self.embed(sample.reference[self.reference]))[0].item()}
-                for sample in samples]
-
-    def summarise(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        if not rows:
-            return {}
-        return {"sim_o": float(np.mean([row["sim_o"] for row in rows]))}
+    def similarity(self, generated: Path, reference: Path) -> float:
+        return F.cosine_similarity(self.embed(generated), self.embed(reference))[0].item()
 
 
 def make_sim_o(options: Mapping[str, str], workdir: Path) -> SimO:
@@ -143,9 +132,7 @@ def make_sim_o(options: Mapping[str, str], workdir: Path) -> SimO:
     if "checkpoint" not in options:
         raise InputError(f"metric 'sim_o' needs --metric-option sim_o.checkpoint=PATH. {WHERE}. Without it, "
                          f"'speaker_sim_ge2e' (resemblyzer's GE2E encoder, a different metric) runs offline")
-    reference = options.get("reference", "prompt_audio")
-    if reference not in ("prompt_audio", "audio"):
-        raise InputError(f"--metric-option sim_o.reference={reference}: expected prompt_audio or audio")
+    reference = reference_kind("sim_o", options)
     path = existing_path("sim_o", "checkpoint", options["checkpoint"], WHERE)
     verifier = build_verifier(read_official_weights(path), source=f"sim_o.checkpoint={path}")
     logger.info("sim_o: UniSpeech WavLM-Large ECAPA-TDNN from %s", path)
