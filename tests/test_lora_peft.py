@@ -142,6 +142,29 @@ def test_lora_merged_gives_a_plain_merged_model_and_restores_the_adapter_exactly
     assert_close(velocities(MMDiT.from_pretrained(tmp_path / "merged")), expected, atol=1e-5)
 
 
+def test_mmdit_has_diffusers_adapter_calls():
+    from peft import LoraConfig
+
+    model = tiny_model()
+    base = velocities(model)
+    model.add_adapter(LoraConfig(r=2, lora_alpha=2, target_modules=["to_q", "to_k"]), adapter_name="one")
+    assert_close(velocities(model), base, atol=0)  # B starts at zero
+    perturb_adapter(model, "one", seed=4)
+    adapted = velocities(model)
+    assert (adapted["gesture"] - base["gesture"]).abs().max() > 1e-3 and model.active_adapters() == ["one"]
+    model.disable_adapters()
+    assert_close(velocities(model), base, atol=0)
+    model.enable_adapters()
+    assert_close(velocities(model), adapted, atol=0)
+    model.fuse_lora()
+    assert_close(velocities(model), adapted, atol=1e-5)
+    model.unfuse_lora()
+    assert_close(velocities(model), adapted, atol=1e-5)
+    model.delete_adapters("one")
+    assert not getattr(model, "peft_config", None) and not any(".lora_" in key for key in model.state_dict())
+    assert_close(velocities(model), base, atol=1e-5)  # unfused: the base weights to float rounding
+
+
 # ------------------------------------------------------------------------------------------------ pipeline
 
 
