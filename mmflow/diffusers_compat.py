@@ -48,12 +48,13 @@ _RESOLVING = False
 
 
 def registered_pipeline(name) -> type | None:
-    """The mmflow pipeline class registered as ``name``, or None (diffusers' own names, private names, and any name
-    asked while the plugins are still loading are never looked up)."""
+    """The mmflow pipeline class registered as ``name``, or None. Only class-like names (capitalised) that diffusers
+    lacks are looked up, and none while the plugins are still loading, so other attribute misses on ``diffusers``
+    stay cheap."""
     global _RESOLVING
     import diffusers
 
-    if not isinstance(name, str) or name.startswith("_") or _RESOLVING:
+    if not isinstance(name, str) or not name[:1].isupper() or _RESOLVING:
         return None
     if name in getattr(diffusers, "_class_to_module", {}) or name in getattr(diffusers, "_modules", ()):
         return None

@@ -161,3 +161,17 @@ def test_a_jamflow_pipeline_with_a_liveportrait_renderer_loads_it(tmp_path):
     assert index["renderer"] == ["mmflow_motion_liveportrait.renderer_weights", "LivePortraitComponents"]
     loaded = DiffusionPipeline.from_pretrained(tmp_path / "pipe")
     assert type(loaded) is jamflow.JAMFlowPipeline and _same_weights(loaded.renderer, pipe.renderer)
+
+
+def test_import_mmflow_loads_no_plugin_until_diffusers_asks_for_a_pipeline():
+    """Registration is lazy: ``import mmflow`` stays cheap; the registry loads when diffusers meets an unknown class
+    name, and lower-case or private misses never load it."""
+    import subprocess
+    import sys
+
+    code = ("import mmflow, diffusers, mmflow.plugins as p\n"
+            "assert p._REGISTRY is None\n"
+            "assert not hasattr(diffusers, 'not_a_pipeline') and not hasattr(diffusers, '_Private')\n"
+            "assert p._REGISTRY is None\n"
+            "assert diffusers.MMFlowPipeline is mmflow.MMFlowPipeline and p._REGISTRY is not None\n")
+    subprocess.run([sys.executable, "-c", code], check=True, timeout=300)
