@@ -4,7 +4,8 @@ the default (embedded model, bundled portrait, weights-free renderer, natural id
 It runs ``mmflow generate --text "Good morning, how are you today?"`` (the README command, into a temporary
 folder), reads the video back and tiles the face in evenly spaced frames plus the frames where the eyes are
 most closed and the mouth most open, each labelled with its frame number and the motion's mouth opening and
-eyelid closure.
+eyelid closure. A last row shows the same renderer turning the head as a pose-carrying template would (yaw and
+pitch, rendered on the bundled portrait with a neutral face), which the README command itself never does.
 
     python scripts/contact_sheet.py                     # writes docs/images/default_contact_sheet.jpg
     python scripts/contact_sheet.py --out /tmp/sheet.jpg --tiles 16
@@ -23,6 +24,8 @@ from PIL import Image, ImageDraw
 ROOT = Path(__file__).resolve().parents[1]
 TEXT = "Good morning, how are you today?"
 TILE = 256
+TURNS = ((0.0, -15.0), (0.0, 15.0), (-12.0, 0.0), (12.0, 0.0))
+"""(pitch, yaw) degrees of the head-pose row."""
 
 logger = logging.getLogger("contact_sheet")
 
@@ -36,6 +39,18 @@ def pick_frames(opening: np.ndarray, closure: np.ndarray, tiles: int) -> list[in
             break
         chosen.add(int(index))
     return sorted(chosen)
+
+
+def turned_frames() -> np.ndarray:
+    """The bundled portrait turned by :data:`TURNS` (a neutral face, as a template's head pose drives it)."""
+    from mmflow_motion_liveportrait.face import demo_portrait_path
+    from mmflow_motion_liveportrait.render import DrivingMotion, make_renderer
+
+    count = len(TURNS) + 1  # the first frame is the unturned reference the pose is relative to
+    pitch = np.array([0.0, *(p for p, _ in TURNS)])
+    yaw = np.array([0.0, *(y for _, y in TURNS)])
+    motion = DrivingMotion(exp=np.zeros((count, 21, 3)), pitch=pitch, yaw=yaw, roll=np.zeros(count))
+    return make_renderer(demo_portrait_path()).render(motion, progress=False)[1:]
 
 
 def face_box(frame: np.ndarray) -> tuple[int, int, int, int]:
@@ -75,20 +90,26 @@ def main(argv=None) -> int:
     opening, closure = mouth_opening_from_expression(exp), np.clip(amount(exp, BLINK), 0, 1)
     left, top, right, bottom = face_box(frames[0])
     indices = pick_frames(opening, closure, args.tiles)
+    tiles = [(frames[index], f"frame {index}  mouth {opening[index]:.2f}  eyes closed {closure[index]:.2f}")
+             for index in indices]
     columns = 4
-    rows = -(-len(indices) // columns)
+    tiles += [(None, "")] * (-len(tiles) % columns)  # the pose row starts on a row of its own
+    tiles += [(frame, f"head pose: pitch {pitch:+.0f}°, yaw {yaw:+.0f}°")
+              for frame, (pitch, yaw) in zip(turned_frames(), TURNS, strict=True)]
+    rows = -(-len(tiles) // columns)
     sheet = Image.new("RGB", (columns * TILE, rows * (TILE + 18)), "white")
     draw = ImageDraw.Draw(sheet)
-    for slot, index in enumerate(indices):
-        tile = Image.fromarray(frames[index][top:bottom, left:right]).resize((TILE, TILE), Image.LANCZOS)
+    for slot, (frame, label) in enumerate(tiles):
+        if frame is None:
+            continue
+        tile = Image.fromarray(frame[top:bottom, left:right]).resize((TILE, TILE), Image.LANCZOS)
         x, y = (slot % columns) * TILE, (slot // columns) * (TILE + 18)
         sheet.paste(tile, (x, y))
-        label = f"frame {index}  mouth {opening[index]:.2f}  eyes closed {closure[index]:.2f}"
         draw.text((x + 4, y + TILE + 3), label, fill="black")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(args.out) as tmp:
         sheet.save(tmp, format="JPEG", quality=88)
-    logger.info("wrote %s (%d frames of %d)", args.out, len(indices), len(frames))
+    logger.info("wrote %s (%d frames of %d, and %d head turns)", args.out, len(indices), len(frames), len(TURNS))
     print(args.out)
     return 0
 
