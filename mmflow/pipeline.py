@@ -118,7 +118,12 @@ class MMFlowPipeline(DiffusionPipeline):
     def from_pretrained(cls, pretrained_model_name_or_path, **kwargs):
         """Load a saved folder, or a Hub id (``org/name``) from the local Hugging Face cache (``mmflow.hub``; never
         downloaded), after checking it (``mmflow.model_folder``): only installed mmflow plugins' modules,
-        readable weights, every component present."""
+        readable weights, every component present. Code from a folder is never run: ``trust_remote_code`` and
+        ``custom_pipeline`` are refused."""
+        remote = [name for name in ("trust_remote_code", "custom_pipeline") if kwargs.get(name)]
+        if remote:
+            raise InputError(f"{', '.join(f'{n}=' for n in remote)}: mmflow never runs code from a model folder; "
+                             f"pipelines and components come from installed mmflow plugins (`mmflow plugins`)")
         folder = resolve_pretrained(pretrained_model_name_or_path, kwargs.get("revision"), kwargs.get("cache_dir"))
         check_model_folder(folder)
         return super().from_pretrained(folder, **kwargs)

@@ -106,6 +106,9 @@ def test_a_python_file_in_a_folder_is_never_imported(tiny_folder, tmp_path):
     (folder / "transformer" / "mmflow.transformer.py").write_text(f"open({str(marker)!r}, 'w').close()\n")
     with pytest.raises(ValueError, match="trust_remote_code"):
         DiffusionPipeline.from_pretrained(folder)
+    for unsafe in ({"trust_remote_code": True}, {"custom_pipeline": "pipeline"}):
+        with pytest.raises(ValueError, match=f"{next(iter(unsafe))}=: mmflow never runs code from a model folder"):
+            MMFlowPipeline.from_pretrained(folder, **unsafe)
     assert not marker.exists()
 
 
