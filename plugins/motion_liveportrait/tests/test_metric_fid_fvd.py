@@ -108,7 +108,7 @@ def test_inception_value_count_is_the_official_files():
 
 def test_fid_loads_official_weights_unchanged_and_runs(inception_file, tmp_path, monkeypatch):
     monkeypatch.setattr(fid_module, "FID_INPUT_SIZE", 75)  # 299 works the same, only slower
-    metric = fid_metric({"fid.weights": str(inception_file), "fid.device": "cpu"}, tmp_path)
+    metric = fid_metric({"weights": str(inception_file), "device": "cpu"}, tmp_path)
     assert isinstance(metric, Metric)
     model = metric.extract.model
     saved = torch.load(inception_file, weights_only=True)
@@ -122,7 +122,7 @@ def test_fid_loads_official_weights_unchanged_and_runs(inception_file, tmp_path,
 
 def test_fvd_loads_official_weights_without_counters_and_runs(i3d_file, tmp_path, monkeypatch):
     monkeypatch.setattr(fvd_module, "I3D_INPUT_SIZE", 32)
-    metric = fvd_metric({"fvd.weights": str(i3d_file), "fvd.device": "cpu"}, tmp_path)
+    metric = fvd_metric({"weights": str(i3d_file), "device": "cpu"}, tmp_path)
     model = metric.extract.model
     for key, value in torch.load(i3d_file, weights_only=True).items():
         assert torch.equal(model.state_dict()[key], value), key
@@ -194,14 +194,25 @@ def test_missing_weights_name_the_option_and_the_file(factory, option, file_name
     with pytest.raises(InputError, match=rf"{option} is not set.*{file_name}"):
         factory({}, tmp_path)
     with pytest.raises(InputError, match=rf"{option}=.*no such file.*{file_name}"):
-        factory({option: str(tmp_path / "absent.pt")}, tmp_path)
+        factory({"weights": str(tmp_path / "absent.pt")}, tmp_path)
 
 
-def test_bad_integer_options_are_named(inception_file, tmp_path):
+def test_bad_options_are_named(inception_file, tmp_path):
     with pytest.raises(InputError, match="fid.frames=some"):
-        fid_metric({"fid.weights": str(inception_file), "fid.frames": "some"}, tmp_path)
+        fid_metric({"weights": str(inception_file), "frames": "some"}, tmp_path)
     with pytest.raises(InputError, match="fid.batch=0"):
-        fid_metric({"fid.weights": str(inception_file), "fid.batch": "0"}, tmp_path)
+        fid_metric({"weights": str(inception_file), "batch": "0"}, tmp_path)
+    with pytest.raises(InputError, match=r"no option\(s\) fvd\.clip;.*fvd\.clips"):
+        fvd_metric({"clip": "2"}, tmp_path)
+
+
+def test_options_reach_the_factories_through_mmflow_evaluate_parsing(inception_file, tmp_path):
+    from mmflow.evaluation.runner import parse_metric_options
+    from mmflow.plugins import get_registry
+
+    options = parse_metric_options([f"fid.weights={inception_file}", "fid.frames=3", "fid.device=cpu"])
+    metric = get_registry().metric("fid")(options["fid"], tmp_path)
+    assert metric.extract.frames == 3 and metric.extract.device == torch.device("cpu")
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -369,8 +380,8 @@ def test_fid_and_fvd_end_to_end_on_small_videos(inception_file, i3d_file, tmp_pa
                for k in ("a", "b")]
     mirror = [Sample(id=k, files={"video": videos[f"ref_{k}"]}, reference={"video": videos[f"ref_{k}"]})
               for k in ("a", "b")]
-    fid = fid_metric({"fid.weights": str(inception_file), "fid.frames": "5", "fid.device": "cpu"}, tmp_path / "fid")
-    fvd = fvd_metric({"fvd.weights": str(i3d_file), "fvd.clips": "2", "fvd.frames": "9", "fvd.device": "cpu"},
+    fid = fid_metric({"weights": str(inception_file), "frames": "5", "device": "cpu"}, tmp_path / "fid")
+    fvd = fvd_metric({"weights": str(i3d_file), "clips": "2", "frames": "9", "device": "cpu"},
                      tmp_path / "fvd")
     for metric, per_video, width in ((fid, 5, 2048), (fvd, 2, 400)):
         rows = metric.score(samples)

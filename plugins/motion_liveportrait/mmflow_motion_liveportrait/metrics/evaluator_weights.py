@@ -25,9 +25,10 @@ class EvaluatorWeightsError(InputError):
     """A weights file is not the official file of the network it is given for."""
 
 
-def weights_path(options, option: str, file_name: str, source: str) -> Path:
-    """The path given as ``option`` (e.g. ``fid.weights``), or an ``InputError`` naming the option and the file."""
-    given = options.get(option)
+def weights_path(options, metric: str, file_name: str, source: str) -> Path:
+    """The path given as ``<metric>.weights``, or an ``InputError`` naming that option and the file."""
+    option = f"{metric}.weights"
+    given = options.get("weights")
     if not given:
         raise InputError(f"{option} is not set: pass --metric-option {option}=/path/to/{file_name} ({source}); "
                          f"evaluator weights are never downloaded.")

@@ -22,7 +22,7 @@ from ..video import read_video
 from .evaluator_weights import file_digest, load_official_weights, weights_path
 from .frechet import FrechetMetric
 from .inception import FID_FEATURES, FID_INPUT_SIZE, FID_WEIGHTS_FILE, FIDInceptionV3
-from .metric_options import device_option, int_option
+from .metric_options import check_options, device_option, int_option
 
 WEIGHTS_SOURCE = ("pytorch-fid's TF-ported Inception, https://github.com/mseitzer/pytorch-fid/releases/download/"
                   "fid_weights/" + FID_WEIGHTS_FILE)
@@ -58,10 +58,11 @@ class InceptionFeatures:
 
 def fid_metric(options: Mapping[str, str], workdir: Path) -> FrechetMetric:
     """The ``fid`` metric factory (``mmflow_metrics``)."""
-    path = weights_path(options, "fid.weights", FID_WEIGHTS_FILE, WEIGHTS_SOURCE)
-    frames = int_option(options, "fid.frames", 0, 0)
-    batch = int_option(options, "fid.batch", 50, 1)
-    device = device_option(options, "fid.device")
+    check_options(options, "fid", ("weights", "frames", "batch", "device"))
+    path = weights_path(options, "fid", FID_WEIGHTS_FILE, WEIGHTS_SOURCE)
+    frames = int_option(options, "fid", "frames", 0, 0)
+    batch = int_option(options, "fid", "batch", 50, 1)
+    device = device_option(options, "fid")
     model = load_official_weights(lambda: FIDInceptionV3(input_size=FID_INPUT_SIZE), path, "pytorch-fid Inception")
     protocol = f"fid pytorch-fid inception {file_digest(path)} frames={frames}"
     return FrechetMetric("fid", Path(workdir), InceptionFeatures(model, frames, batch, device), protocol)

@@ -30,7 +30,7 @@ from ..video import read_video
 from .evaluator_weights import file_digest, load_official_weights, weights_path
 from .frechet import FrechetMetric
 from .i3d import I3D_CLASSES, I3D_INPUT_SIZE, InceptionI3d
-from .metric_options import device_option, int_option
+from .metric_options import check_options, device_option, int_option
 
 logger = logging.getLogger(__name__)
 
@@ -83,11 +83,12 @@ class I3DFeatures:
 
 def fvd_metric(options: Mapping[str, str], workdir: Path) -> FrechetMetric:
     """The ``fvd`` metric factory (``mmflow_metrics``)."""
-    path = weights_path(options, "fvd.weights", I3D_WEIGHTS_FILE, WEIGHTS_SOURCE)
-    frames = int_option(options, "fvd.frames", CLIP_FRAMES, 1)
-    clips = int_option(options, "fvd.clips", 0, 0)
-    batch = int_option(options, "fvd.batch", 4, 1)
-    device = device_option(options, "fvd.device")
+    check_options(options, "fvd", ("weights", "frames", "clips", "batch", "device"))
+    path = weights_path(options, "fvd", I3D_WEIGHTS_FILE, WEIGHTS_SOURCE)
+    frames = int_option(options, "fvd", "frames", CLIP_FRAMES, 1)
+    clips = int_option(options, "fvd", "clips", 0, 0)
+    batch = int_option(options, "fvd", "batch", 4, 1)
+    device = device_option(options, "fvd")
     model = load_official_weights(InceptionI3d, path, "Kinetics-400 I3D")
     protocol = f"fvd i3d {file_digest(path)} frames={frames} clips={clips}"
     features = I3DFeatures(model, frames, clips, batch, device, I3D_INPUT_SIZE)
