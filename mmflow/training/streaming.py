@@ -25,21 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
-SHARDS_PER_READER = 4
-"""Shards of a saved dataset per reader (process × worker): lets ``split_dataset_by_node`` deal whole shards and
-the shuffle reorder them."""
-
 
 def as_iterable(dataset, num_readers: int):
-    """``dataset`` as a ``datasets.IterableDataset`` (a map-style one is cut into shards for the readers)."""
+    """``dataset`` as a ``datasets.IterableDataset``. A map-style one is cut into one shard per reader (process ×
+    worker), so every reader gets as many rows as the others (±1): ``split_dataset_by_node`` deals whole shards,
+    and the rows a rank has beyond the others' are dropped at the end of each epoch (``lockstep``)."""
     import datasets
 
     if isinstance(dataset, datasets.IterableDataset):
         return dataset
     if not isinstance(dataset, datasets.Dataset):
         raise TypeError(f"expected a datasets.Dataset or IterableDataset, got {type(dataset).__name__}")
-    shards = max(1, min(len(dataset), num_readers * SHARDS_PER_READER))
-    return dataset.to_iterable_dataset(num_shards=shards)
+    return dataset.to_iterable_dataset(num_shards=max(1, min(len(dataset), num_readers)))
 
 
 def column_names(dataset) -> list[str]:
