@@ -6,8 +6,10 @@ weights, ``torch.load(weights_only=True)`` (plain containers, numbers, strings, 
 states, numpy arrays) for the rest. Accelerate's ``load_state`` is not used: it unpickles the files of objects
 registered with ``register_for_checkpointing`` with ``weights_only=False`` and skips random states it cannot
 read without a word, which breaks exact resume. ``restore_accelerator_state`` reads what ``save_state``
-wrote for the usual data-parallel setups and raises ``CheckpointError`` naming the file that is missing,
-damaged or not plain data.
+wrote for the usual data-parallel setups and for FSDP with ``FULL_STATE_DICT`` (whole model and optimizer
+files, read by Accelerate's FSDP loaders with ``weights_only=True``), and raises ``CheckpointError`` naming the
+file that is missing, damaged or not plain data. FSDP's ``SHARDED_STATE_DICT`` is refused: its
+``torch.distributed.checkpoint`` folders keep their index in a pickled ``.metadata`` file.
 """
 
 from __future__ import annotations
@@ -32,6 +34,10 @@ _NUMPY_STATE_GLOBALS = [np.ndarray, np.dtype, type(np.dtype(np.uint32)), codecs.
 # Setups whose ``save_state`` writes whole (unsharded) model and optimizer files.
 _DATA_PARALLEL = {DistributedType.NO, DistributedType.MULTI_CPU, DistributedType.MULTI_GPU,
                   DistributedType.MULTI_NPU, DistributedType.MULTI_XPU, DistributedType.MULTI_HPU}
+
+
+FSDP_MODEL_FILE = "pytorch_model_fsdp.bin"  # Accelerate's name for an FSDP model's full state dict
+FSDP_OPTIMIZER_FILE = "optimizer.bin"
 
 
 class CheckpointError(ValueError):
@@ -115,19 +121,24 @@ def restore_accelerator_state(accelerator: Accelerator, folder: str | os.PathLik
     """Load into the prepared ``model``, ``optimizer`` and ``scheduler`` and the global RNGs what
     ``accelerator.save_state`` wrote to ``folder`` (``model.safetensors``, ``optimizer.bin``, ``scheduler.bin``,
     ``scaler.pt`` under fp16, ``random_states_<rank>.pkl``), reading every file without running code."""
-    if accelerator.distributed_type not in _DATA_PARALLEL:
-        raise CheckpointError(
-            f"resuming under {accelerator.distributed_type} is not supported (sharded checkpoints are read with "
-            f"Accelerate's own loader); train with plain data parallelism (accelerate launch --multi_gpu)"
-        )
     folder = Path(folder)
-    weights = load_tensors(folder / "model.safetensors", "model weights")
-    try:
-        accelerator.unwrap_model(model).load_state_dict(weights)
-    except RuntimeError as error:
-        raise _refused(folder / "model.safetensors", "model weights", error) from None
-    parts = [(folder / "optimizer.bin", optimizer, "optimizer state"),
-             (folder / "scheduler.bin", scheduler, "learning-rate scheduler state")]
+    if accelerator.distributed_type == DistributedType.FSDP:
+        _restore_fsdp(accelerator, folder, model, optimizer)
+        parts = [(folder / "scheduler.bin", scheduler, "learning-rate scheduler state")]
+    elif accelerator.distributed_type in _DATA_PARALLEL:
+        weights = load_tensors(folder / "model.safetensors", "model weights")
+        try:
+            accelerator.unwrap_model(model).load_state_dict(weights)
+        except RuntimeError as error:
+            raise _refused(folder / "model.safetensors", "model weights", error) from None
+        parts = [(folder / "optimizer.bin", optimizer, "optimizer state"),
+                 (folder / "scheduler.bin", scheduler, "learning-rate scheduler state")]
+    else:
+        raise CheckpointError(
+            f"resuming under {accelerator.distributed_type} is not supported (its checkpoints are read with "
+            f"Accelerate's own loader, which may unpickle); train with data parallelism (accelerate launch "
+            f"--multi_gpu) or FSDP with fsdp_state_dict_type: FULL_STATE_DICT"
+        )
     if accelerator.scaler is not None:  # fp16: the loss scale and its growth counter, or the resume is not exact
         parts.append((folder / "scaler.pt", accelerator.scaler, "fp16 loss-scaler state"))
     for file, target, what in parts:
@@ -137,3 +148,29 @@ def restore_accelerator_state(accelerator: Accelerator, folder: str | os.PathLik
         except (KeyError, TypeError, ValueError, RuntimeError) as error:
             raise _refused(file, what, error) from None
     restore_random_states(folder / f"random_states_{accelerator.process_index}.pkl")
+
+
+def _restore_fsdp(accelerator: Accelerator, folder: Path, model: torch.nn.Module,
+                  optimizer: torch.optim.Optimizer) -> None:
+    """The FSDP model and optimizer from their full state dicts (``FULL_STATE_DICT``), through Accelerate's loaders,
+    which read them with ``weights_only=True``; every file is checked first, so nothing is half loaded."""
+    from accelerate.utils import load_fsdp_model, load_fsdp_optimizer
+    from torch.distributed.fsdp import StateDictType
+
+    plugin = accelerator.state.fsdp_plugin
+    if plugin.state_dict_type != StateDictType.FULL_STATE_DICT:
+        raise CheckpointError(
+            f"resuming FSDP with {plugin.state_dict_type.name} is refused: its torch.distributed.checkpoint folders "
+            f"keep their index in a pickled .metadata file, which runs code when read. Set fsdp_state_dict_type: "
+            f"FULL_STATE_DICT in the accelerate config (recipes/configs/accelerate/fsdp.yaml)"
+        )
+    for file, what in ((FSDP_MODEL_FILE, "model weights"), (FSDP_OPTIMIZER_FILE, "optimizer state")):
+        load_plain(folder / file, what)  # present and plain data, or a CheckpointError naming it
+    from .fsdp_cpu import one_process_view
+
+    view = one_process_view(accelerator)  # on CPU: no offload, no rank-0-only gathering (fsdp_cpu.py)
+    try:
+        load_fsdp_model(plugin, view, model, str(folder))
+        load_fsdp_optimizer(plugin, view, optimizer, model, str(folder))
+    except (KeyError, TypeError, ValueError, RuntimeError) as error:
+        raise _refused(folder / FSDP_MODEL_FILE, "FSDP model and optimizer state", error) from None

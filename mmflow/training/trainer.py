@@ -29,7 +29,7 @@ import yaml
 from accelerate import Accelerator
 from accelerate.logging import get_logger
 from accelerate.tracking import get_available_trackers
-from accelerate.utils import GradientAccumulationPlugin, ProjectConfiguration, set_seed
+from accelerate.utils import DistributedType, GradientAccumulationPlugin, ProjectConfiguration, set_seed
 from diffusers.optimization import get_scheduler
 from safetensors.torch import save_file
 from torch.utils.data import DataLoader
@@ -40,13 +40,20 @@ from ..flow import FlowMatchingObjective, generate, masked_mse, random_span_mask
 from ..io import atomic_path
 from ..streams import StreamBatch
 from ..transformer import MMDiT
-from . import streaming
+from . import fsdp_cpu, streaming
 from .checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from .config import ConfigError, ModelConfig, TrainingConfig
 from .data import LengthBucketSampler, MultiStreamCollator, resolve_columns, row_seconds
 from .ema import EMA
 from .lora import apply_lora, lora_merged
-from .resume import CheckpointError, load_plain, load_tensors, restore_accelerator_state, tensor_shapes
+from .resume import (
+    FSDP_MODEL_FILE,
+    CheckpointError,
+    load_plain,
+    load_tensors,
+    restore_accelerator_state,
+    tensor_shapes,
+)
 from .stages import Stage, apply_stage, trainable_parameters
 
 logger = get_logger(__name__)
@@ -103,7 +110,7 @@ def make_accelerator(config: TrainingConfig, cpu: bool = False) -> Accelerator:
     """The ``Accelerator`` a run of ``config`` needs (``cpu=True`` forces the CPU even where a GPU exists)."""
     check_tracker(config.tracker)
     tracker = None if config.tracker == "none" else config.tracker
-    return Accelerator(
+    accelerator = Accelerator(
         cpu=cpu,
         mixed_precision=config.mixed_precision,
         gradient_accumulation_plugin=GradientAccumulationPlugin(
@@ -113,6 +120,8 @@ def make_accelerator(config: TrainingConfig, cpu: bool = False) -> Accelerator:
         log_with=tracker,
         project_config=ProjectConfiguration(project_dir=config.output_dir, logging_dir=config.output_dir),
     )
+    fsdp_cpu.enable(accelerator)  # an FSDP launch on CPU processes: FSDP, not Accelerate's DDP fallback
+    return accelerator
 
 
 class Trainer:
@@ -136,6 +145,9 @@ class Trainer:
                 f"the numbers (fp16 is not even applied there). Set mixed_precision: 'no' for CPU runs"
             )
         self._check_streams(model)
+        self.fsdp = acc.distributed_type == DistributedType.FSDP
+        if self.fsdp:
+            self._check_fsdp()
         if config.gradient_checkpointing:
             model.enable_gradient_checkpointing()
 
@@ -187,11 +199,18 @@ class Trainer:
         )
         scheduler = get_scheduler(SCHEDULER_NAMES[config.schedule.name], optimizer,
                                   num_warmup_steps=config.schedule.warmup_steps, num_training_steps=config.total_steps)
+        # the model's tensors as saved (FSDP shards them once prepared), to check a checkpoint against
+        self.saved_shapes = {key: torch.empty(t.shape, dtype=t.dtype, device="meta")
+                             for key, t in model.state_dict().items()}
         if self.streaming:
             self.loader = None
             self.model, self.optimizer, self.scheduler = acc.prepare(model, optimizer, scheduler)
         else:
             self.model, self.optimizer, self.loader, self.scheduler = acc.prepare(model, optimizer, loader, scheduler)
+        if self.fsdp:
+            held = sum(p.numel() for p in self.model.parameters())
+            logger.info(f"FSDP: rank {acc.process_index} holds {held:,} of {trainable + frozen:,} parameters",
+                        main_process_only=False)
 
         self.objective = FlowMatchingObjective(dict(config.objective.condition_dropout),
                                                dict(config.objective.stream_weights))
@@ -206,6 +225,30 @@ class Trainer:
         unknown = sorted(self.config.objective.stream_names() - set(model.stream_names))
         if unknown:
             raise ConfigError(f"objective names unknown stream(s) {unknown}; the model has streams {model.stream_names}")
+
+    def _check_fsdp(self):
+        """What mmflow's FSDP path supports: the MMDiT as one FSDP unit, checkpoints as full state dicts (read
+        without running code), no sampling during training (it runs on the main process only)."""
+        plugin = self.accelerator.state.fsdp_plugin
+        if plugin.fsdp_version != 1:
+            raise ConfigError("FSDP: mmflow trains with FSDP1 (fsdp_version: 1 in the accelerate config)")
+        if not plugin.use_orig_params:
+            raise ConfigError("FSDP: set fsdp_use_orig_params: true in the accelerate config (the EMA reads the "
+                              "MMDiT's own parameters)")
+        if plugin.auto_wrap_policy is not None:
+            raise ConfigError("FSDP: set fsdp_auto_wrap_policy: NO_WRAP in the accelerate config (the MMDiT is one "
+                              "FSDP unit: its EMA and export read the parameters by their own names)")
+        if self.config.sampling.every:
+            raise ConfigError("sampling.every: samples run on the main process only, which FSDP's sharded forward "
+                              "cannot; set sampling.every: 0 and sample from the exported model")
+
+    def _full_params(self):
+        """Under FSDP: every rank gathers the whole parameters (read-only) for the block; otherwise nothing."""
+        if not self.fsdp:
+            return contextlib.nullcontext()
+        from torch.distributed.fsdp import FullyShardedDataParallel
+
+        return FullyShardedDataParallel.summon_full_params(self.model, writeback=False)
 
     @property
     def unwrapped(self) -> MMDiT:
@@ -293,7 +336,8 @@ class Trainer:
                 if not acc.sync_gradients:
                     continue
                 self.step += 1
-                self.ema.step(self.unwrapped, self.step)
+                with self._full_params():  # FSDP: the EMA is kept whole on every rank
+                    self.ema.step(self.unwrapped, self.step)
                 metrics = self._metrics(sums, micro, frames, grad_norm, time.perf_counter() - started)
                 sums, micro, frames, started = {}, 0, 0, time.perf_counter()
                 self.history.append(metrics)
@@ -352,9 +396,15 @@ class Trainer:
     def _check_model_fits(self, folder: Path):
         """Refuse a checkpoint of another model (another config's sizes or streams) before loading anything,
         naming the keys that differ, instead of failing with half the state loaded."""
-        shapes, _ = tensor_shapes(folder / "model.safetensors", "model weights")
-        found = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
-        problems = state_dict_problems(self.unwrapped.state_dict(), found)
+        if self.fsdp:
+            saved = load_plain(folder / FSDP_MODEL_FILE, "model weights")
+            found = {key: torch.empty(t.shape, device="meta") for key, t in saved.items()}
+            expected = self.saved_shapes
+        else:
+            shapes, _ = tensor_shapes(folder / "model.safetensors", "model weights")
+            found = {key: torch.empty(shape, device="meta") for key, shape in shapes.items()}
+            expected = self.unwrapped.state_dict()
+        problems = state_dict_problems(expected, found)
         if problems:
             raise ValueError(
                 f"checkpoint {folder} holds another model than this run builds ({'; '.join(problems)}); resume "
@@ -425,10 +475,11 @@ class Trainer:
         """Save the EMA weights as a ``save_pretrained`` MMDiT folder (main process; written atomically)."""
         path = Path(path)
         self.accelerator.wait_for_everyone()
-        if self.accelerator.is_main_process:
-            with self.ema.swapped_into(self.unwrapped) as model, lora_merged(model), atomic_path(path) as tmp:
-                model.save_pretrained(tmp)  # LoRA updates merged: an ordinary MMDiT folder
-            logger.info(f"exported the EMA weights to {path}")
+        with self._full_params():  # FSDP: every rank gathers, the main process writes
+            if self.accelerator.is_main_process:
+                with self.ema.swapped_into(self.unwrapped) as model, lora_merged(model), atomic_path(path) as tmp:
+                    model.save_pretrained(tmp)  # LoRA updates merged: an ordinary MMDiT folder
+                logger.info(f"exported the EMA weights to {path}")
         self.accelerator.wait_for_everyone()
         return path
 
