@@ -33,6 +33,7 @@ from .codecs import EncodedStream, InputError, StreamCodec, TensorCodec
 from .flow import Guidance, seeded_noise
 from .hub import resolve_pretrained
 from .long_form import LongFormSampler, StreamTrack, Timeline
+from .lora_loading import MMFlowLoraLoaderMixin
 from .model_folder import check_model_folder
 from .plugins import get_registry
 from .scheduler import FlowMatchingScheduler
@@ -61,7 +62,7 @@ class MMFlowOutput(BaseOutput):
     sources: dict[str, str]
 
 
-class MMFlowPipeline(DiffusionPipeline):
+class MMFlowPipeline(DiffusionPipeline, MMFlowLoraLoaderMixin):
     """Generation for any ``MMDiT`` with registered streams and tasks.
 
     Args:
