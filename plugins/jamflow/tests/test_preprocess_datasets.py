@@ -13,7 +13,6 @@ import datasets
 import numpy as np
 import pytest
 import soundfile
-
 from mmflow_jamflow import plugin
 from mmflow_jamflow.data import preprocess
 from mmflow_jamflow.data.rows import dataset_clips

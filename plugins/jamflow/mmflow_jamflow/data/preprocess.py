@@ -675,10 +675,14 @@ def _process(clips: list[Clip], work: _WorkFolder, processor: _ClipProcessor, ha
 
 
 def _preprocess(clips: list[Clip], out_dir: Path, source: str, liveportrait_weights: MotionWeights | None, *,
-                skipped: list[dict[str, str]], vocab, text_conditioning: TextConditioning, tokenizer_mode: str,
-                min_seconds: float, max_seconds: float, normalizer, device, progress: bool,
-                num_shards: int | None, max_shard_size: str | int | None) -> datasets.Dataset:
-    """Clips (from a folder or a dataset) → ``<out_dir>/dataset``; ``skipped`` holds rows already refused."""
+                skipped: list[dict[str, str]], vocab: str | os.PathLike | None = None,
+                text_conditioning: TextConditioning = "filler", tokenizer_mode: str = "pinyin",
+                min_seconds: float = 1.0, max_seconds: float = 30.0,
+                normalizer: MotionNormalizer | str | os.PathLike | None = None, device: str | torch.device = "cpu",
+                progress: bool = True, num_shards: int | None = None,
+                max_shard_size: str | int | None = None) -> datasets.Dataset:
+    """Clips (from a folder or a dataset) → ``<out_dir>/dataset``; ``skipped`` holds rows already refused. The
+    settings are :func:`preprocess_clips`'s."""
     if not 0 < min_seconds <= max_seconds:
         raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
     if num_shards is not None and num_shards < 1:
@@ -819,16 +823,7 @@ def preprocess_dataset(
     split: str | None = None,
     text_column: str | None = None,
     speaker_column: str = "speaker",
-    vocab: str | os.PathLike | None = None,
-    text_conditioning: TextConditioning = "filler",
-    tokenizer_mode: str = "pinyin",
-    min_seconds: float = 1.0,
-    max_seconds: float = 30.0,
-    normalizer: MotionNormalizer | str | os.PathLike | None = None,
-    device: str | torch.device = "cpu",
-    progress: bool = True,
-    num_shards: int | None = None,
-    max_shard_size: str | int | None = None,
+    **settings,
 ) -> datasets.Dataset:
     """A ``datasets`` dataset of (video or audio, transcript) rows → ``<out_dir>/dataset``, as
     :func:`preprocess_clips` does for a folder (same output, resume and report).
@@ -838,6 +833,8 @@ def preprocess_dataset(
     transcript column (``text_column``, default the first of ``text``, ``transcription``, ``sentence``). The
     speaker is ``speaker_column`` when the rows have it. A ``DatasetDict`` needs ``split`` (default ``train``).
     Rows without usable media or text are reported in ``report.json`` (as ``row-<index>``), not fatal.
+    ``settings``: :func:`preprocess_clips`'s keyword arguments (``vocab``, ``text_conditioning``, ``min_seconds``,
+    ``num_shards``...).
     """
     from .rows import dataset_clips
 
@@ -847,10 +844,7 @@ def preprocess_dataset(
     if not clips:
         raise ValueError(f"{source}: none of its {len(skipped)} row(s) has usable media; "
                          f"reasons: {dict(Counter(s['reason'] for s in skipped))}")
-    return _preprocess(clips, out_dir, source, liveportrait_weights, skipped=skipped, vocab=vocab,
-                       text_conditioning=text_conditioning, tokenizer_mode=tokenizer_mode, min_seconds=min_seconds,
-                       max_seconds=max_seconds, normalizer=normalizer, device=device, progress=progress,
-                       num_shards=num_shards, max_shard_size=max_shard_size)
+    return _preprocess(clips, out_dir, source, liveportrait_weights, skipped=skipped, **settings)
 
 
 # --------------------------------------------------------------------------------------------------------------
