@@ -137,3 +137,17 @@ def test_bucketing_buffer_groups_similar_lengths():
     assert [[r["n"] for r in b] for b in unbucketed] == [[1, 9], [2, 8], [3, 7], [4, 6]]  # pairs, in stream order
     leftover = list(bucketed(iter(rows[:5]), 2, 4, lambda r: r["n"], np.random.default_rng(0)))
     assert sum(len(b) for b in leftover) == 4  # the incomplete last batch is dropped
+
+
+def test_a_source_streaming_with_load_dataset(prepared, tmp_path):
+    """``data.source`` may return ``load_dataset(..., streaming=True)``; a run that is not streamed refuses it."""
+    files = sorted(str(p) for p in (prepared / "dataset").glob("data-*.arrow"))
+    data = {"source": "datasets:load_dataset", "streaming": True, "shuffle_buffer": 4, "bucket_batches": 2,
+            "kwargs": {"path": "arrow", "data_files": files, "split": "train", "streaming": True}}
+    trainer = make_trainer(audio_config(tmp_path, prepared, data=data, total_steps=2, checkpoint={"every": 0}))
+    history = trainer.fit(resume_from=None)
+    assert len(history) == 2 and all(np.isfinite(h["loss"]) for h in history)
+    AcceleratorState._reset_state(reset_partial_state=True)
+    GradientState._reset_state()
+    with pytest.raises(ValueError, match="set data.streaming: true"):
+        make_trainer(audio_config(tmp_path, prepared, data={**data, "streaming": False}))

@@ -158,3 +158,22 @@ def test_streamed_rows_are_dealt_to_two_processes_without_overlap(tmp_path):
     assert len(ranks) == 2 and len(ranks[0]) == len(ranks[1]) == 10  # 5 steps of 2 rows on each rank
     assert not set(ranks[0]) & set(ranks[1]) and len(set(ranks[0]) | set(ranks[1])) == 20  # every row, once
     assert all(loss == loss for loss in result["losses"])
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"fsdp_version": 2}, "fsdp_version: 1"),
+    ({"use_orig_params": False}, "fsdp_use_orig_params: true"),
+    ({"auto_wrap_policy": object()}, "NO_WRAP"),
+    ({}, "sampling.every"),
+])
+def test_fsdp_setups_the_trainer_cannot_serve_are_refused(tmp_path, change, message):
+    from mmflow.training import ConfigError, Trainer, TrainingConfig, build_model
+
+    plugin = SimpleNamespace(**{"fsdp_version": 1, "use_orig_params": True, "auto_wrap_policy": None, **change})
+    accelerator = SimpleNamespace(distributed_type=DistributedType.FSDP, device=torch.device("cpu"),
+                                  state=SimpleNamespace(fsdp_plugin=plugin))
+    data = yaml.safe_load(toy_config(tmp_path).read_text())
+    data["sampling"] = {"every": 2 if not change else 0}
+    config = TrainingConfig.from_dict(data)
+    with pytest.raises(ConfigError, match=message):
+        Trainer(config, build_model(config.model, config.seed), None, accelerator=accelerator)
