@@ -1,4 +1,4 @@
-"""Your own talking-face clips → a JAM-Flow training set in the synthetic corpus's layout (``corpus.py``).
+"""Your own talking-face clips (or speech) → a JAM-Flow training set in the synthetic corpus's layout (``corpus.py``).
 
 Why: the synthetic corpus teaches the model espeak speech and a procedural face; real speech and real faces need
 real clips. This module turns a folder of videos with transcripts into the same rows, so ``recipes/jamflow.py``
@@ -6,9 +6,12 @@ trains on them with ``data: {path: <out>/dataset}`` and nothing else changes.
 
 Input convention (``input_dir``, searched recursively; hidden folders and ``out_dir`` are ignored):
 
-* videos ``*.mp4``, ``*.mov``, ``*.mkv``, ``*.webm`` with speech in their first audio stream;
-* the transcript of ``clip.mp4`` in ``clip.txt`` next to it, or a row of ``input_dir/metadata.csv`` (a header
-  line ``file,text[,speaker]``, ``file`` relative to ``input_dir``; the CSV wins over a ``.txt``);
+* videos ``*.mp4``, ``*.mov``, ``*.mkv``, ``*.webm`` with speech in their first audio stream, or audio files
+  (``*.wav``, ``*.flac``, ``*.mp3``, ...) for a speech-only set;
+* the transcript of ``clip.mp4`` in ``clip.txt`` next to it, or a row of ``input_dir/metadata.csv`` or
+  ``metadata.jsonl`` (``datasets``' audiofolder / videofolder layout: a ``file`` or ``file_name`` column relative to
+  ``input_dir``, a transcript column ``text`` / ``transcription`` / ``sentence`` or the one named, optionally
+  ``speaker``; the metadata wins over a ``.txt``);
 * the speaker: the CSV's ``speaker`` column when given, else the name of the folder holding the video
   (``alice/clip1.mp4`` → ``alice``). Speakers are numbered in sorted order in the ``speaker`` column;
   ``speaker_name`` keeps the name.
@@ -18,6 +21,11 @@ RMS (``normalize_rms``, as F5 does for references) and resampled to 24 kHz; audi
 shorter of the two, so the log-mel (93.75 frames/s) and the motion (25 frames/s) cover the same seconds; the
 LivePortrait motion extractor gives the expression of every frame (``extract_motion``).
 
+``preprocess_dataset`` does the same for the rows of a ``datasets`` dataset (``rows.py`` turns them into clips).
+Input without any video makes an audio-only set (no motion columns, no normaliser), because JAM-Flow's ``tts``
+task leaves motion absent (``audio_only_allowed``); in a set with videos, audio-only clips are skipped
+(``no_video``).
+
 Resumable: each clip's expensive part (mel + expression, or why it failed) goes to one ``.npz`` / ``.json`` file in
 ``<out>/.work/clips/``, keyed by the video's path, size and modification time and by the motion weights. A rerun
 skips those clips; text conditioning, duration limits and the normaliser are applied when the dataset is
@@ -25,7 +33,8 @@ assembled, so changing them re-assembles without re-extracting motion.
 
 Output (``out_dir``):
 
-* ``dataset/``: ``datasets.Dataset.save_to_disk`` folder (written to a temporary name, then renamed) with
+* ``dataset/``: ``datasets.Dataset.save_to_disk`` folder (written to a temporary name, then renamed; as
+  ``num_shards`` Arrow files or files of ``max_shard_size``) with
   ``audio`` ``(T_mel, 100)``, ``audio_text`` (F5 token ids of the transcript, or one phoneme id per mel frame with
   ``text_conditioning="aligned"``), ``motion`` ``(T, 12)`` / ``motion_cond`` ``(T, 51)`` (normalised e_mouth /
   e_rest), ``expression`` ``(T, 63)``, ``text``, ``speaker``, ``speaker_name``, ``seconds``, ``source``;
