@@ -71,14 +71,15 @@ def _refused(path: Path, what: str, error: Exception) -> CheckpointError:
     )
 
 
-def load_plain(path: str | os.PathLike, what: str, numpy_arrays: bool = False) -> Any:
-    """``torch.load(weights_only=True)`` of ``path`` (tensors and plain values; numpy arrays if asked) on the CPU."""
+def load_plain(path: str | os.PathLike, what: str, numpy_arrays: bool = False, mmap: bool = False) -> Any:
+    """``torch.load(weights_only=True)`` of ``path`` (tensors and plain values; numpy arrays if asked) on the CPU;
+    ``mmap``: tensors stay in the file until used (checking a large file's keys and shapes reads little)."""
     path = _require(Path(path), what)
     try:
         if numpy_arrays:
             with torch.serialization.safe_globals(_NUMPY_STATE_GLOBALS):
-                return torch.load(path, map_location="cpu", weights_only=True)
-        return torch.load(path, map_location="cpu", weights_only=True)
+                return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
+        return torch.load(path, map_location="cpu", weights_only=True, mmap=mmap)
     except Exception as error:  # UnpicklingError, RuntimeError (not a zip), EOFError, ...: all mean "not ours"
         raise _refused(path, what, error) from None
 
@@ -165,7 +166,7 @@ def _restore_fsdp(accelerator: Accelerator, folder: Path, model: torch.nn.Module
             f"FULL_STATE_DICT in the accelerate config (recipes/configs/accelerate/fsdp.yaml)"
         )
     for file, what in ((FSDP_MODEL_FILE, "model weights"), (FSDP_OPTIMIZER_FILE, "optimizer state")):
-        load_plain(folder / file, what)  # present and plain data, or a CheckpointError naming it
+        load_plain(folder / file, what, mmap=True)  # present and plain data, or a CheckpointError naming it
     from .fsdp_cpu import one_process_view
 
     view = one_process_view(accelerator)  # on CPU: no offload, no rank-0-only gathering (fsdp_cpu.py)

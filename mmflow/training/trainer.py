@@ -397,7 +397,7 @@ class Trainer:
         """Refuse a checkpoint of another model (another config's sizes or streams) before loading anything,
         naming the keys that differ, instead of failing with half the state loaded."""
         if self.fsdp:
-            saved = load_plain(folder / FSDP_MODEL_FILE, "model weights")
+            saved = load_plain(folder / FSDP_MODEL_FILE, "model weights", mmap=True)  # shapes only
             found = {key: torch.empty(t.shape, device="meta") for key, t in saved.items()}
             expected = self.saved_shapes
         else:
