@@ -118,6 +118,8 @@ def run(args: argparse.Namespace) -> dict:
 
 def comparison(report: dict) -> str:
     """One Markdown table: each metric's headline per condition."""
+    from mmflow.evaluation.report import headline_label
+
     conditions = [c for c in CONDITIONS if c in report["conditions"]]
     names = list(dict.fromkeys(n for c in conditions for n in report["conditions"][c]["metrics"]))
     lines = ["| metric | " + " | ".join(conditions) + " |", "|---|" + "---:|" * len(conditions)]
@@ -129,14 +131,25 @@ def comparison(report: dict) -> str:
             cells.append("-" if value is None else f"{value:.3f}")
         headline = next(report["conditions"][c]["metrics"][name]["headline"] for c in conditions
                         if name in report["conditions"][c]["metrics"])
-        lines.append(f"| {name} ({headline}) | " + " | ".join(cells) + " |")
+        lines.append(f"| {headline_label(name, headline)} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def relative_paths(value):
+    """Paths inside the repository written relative to it, so the JSON reads the same on every checkout."""
+    if isinstance(value, dict):
+        return {key: relative_paths(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [relative_paths(item) for item in value]
+    if isinstance(value, str) and value.startswith(f"{ROOT}/"):
+        return value[len(str(ROOT)) + 1:]
+    return value
 
 
 def main(argv=None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    report = run(args)
+    report = relative_paths(run(args))
     print(comparison(report))
     from mmflow.io import write_text_atomic
 

@@ -30,16 +30,20 @@ def format_value(value: Any) -> str:
     return f"{value:.4g}"
 
 
+def headline_label(metric: str, key: str) -> str:
+    """``metric (key)``, or the key alone when it already starts with the metric's name (``wer (whisper tiny.en)``)."""
+    return key if key.startswith(metric) else f"{metric} ({key})"
+
+
 def markdown_table(results: Mapping[str, Any]) -> str:
-    """One row per reported number: the headline as ``metric (key)`` (or the key alone when it starts with the
-    metric's name) with its direction, then the metric's other figures as ``metric.key``."""
+    """One row per reported number: the headline (:func:`headline_label`) with its direction, then the metric's
+    other figures as ``metric.key``."""
     lines = ["| metric | value | direction | n |", "|---|---:|---|---:|"]
     for name, entry in results["metrics"].items():
         direction = "higher is better" if entry["higher_is_better"] else "lower is better"
         for key, value in entry["summary"].items():
             if key == entry["headline"]:
-                label = key if key.startswith(name) else f"{name} ({key})"  # "wer (whisper tiny.en)" stays as is
-                lines.append(f"| {label} | {format_value(value)} | {direction} | {entry['n']} |")
+                lines.append(f"| {headline_label(name, key)} | {format_value(value)} | {direction} | {entry['n']} |")
             else:
                 lines.append(f"| {name}.{key} | {format_value(value)} |  | {entry['n']} |")
     return "\n".join(lines)
