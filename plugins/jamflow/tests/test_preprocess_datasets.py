@@ -144,3 +144,14 @@ def test_command_line_reads_a_saved_dataset(vocab, tmp_path, capsys):
                    "--tokenizer", "char", "--text-column", "words", "--min-seconds", "0.3", "--num-shards", "3"])
     assert status == 0 and "3 clips" in capsys.readouterr().out
     assert len(list((tmp_path / "out" / "dataset").glob("data-*.arrow"))) == 3
+
+
+def test_an_audio_feature_column_is_read_undecoded(vocab, tmp_path):
+    """A column typed ``datasets.Audio()`` (as load_dataset gives it) is read as its bytes, without torchcodec."""
+    wav = io.BytesIO()
+    soundfile.write(wav, _speech(0.7), RATE, format="WAV")
+    rows = datasets.Dataset.from_dict({"audio": [{"bytes": wav.getvalue(), "path": "a.wav"}], "sentence": ["a."]})
+    rows = rows.cast_column("audio", datasets.Audio())
+    assert rows.features["audio"].decode
+    dataset = preprocess.preprocess_dataset(rows, tmp_path / "out", **_options(vocab))
+    assert list(dataset["text"]) == ["a."] and dataset["seconds"][0] == pytest.approx(0.7, abs=0.02)
