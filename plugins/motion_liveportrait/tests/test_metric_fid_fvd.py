@@ -1,7 +1,8 @@
 """FID and FVD: the evaluator networks load their official weight layouts strictly, the Fréchet maths, the metrics.
 
 Weights are random tensors saved under the official files' key names and shapes (pytorch-fid's
-``pt_inception-2015-12-05-6726825d.pth``, piergiaj's Kinetics-400 ``rgb_imagenet.pt``); the anchors below are
+``pt_inception-2015-12-05-6726825d.pth``; the Kinetics-400 I3D as VideoGPT/TATS's ``i3d_pretrained_400.pt`` and
+piergiaj's ``rgb_imagenet.pt`` store it); the anchors below are
 facts about those files (names, shapes, counts), not read from the networks under test.
 """
 
@@ -80,8 +81,11 @@ def inception_file(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def i3d_file(tmp_path_factory):
-    path = tmp_path_factory.mktemp("fvd") / "rgb_imagenet.pt"
-    torch.save(random_official_state(InceptionI3d(), seed=2, counters=False), path)  # a pre-0.4.1 file
+    """As ``i3d_pretrained_400.pt`` (converted from TF-Hub): no batch-norm counters, batch-norm scales all 1."""
+    path = tmp_path_factory.mktemp("fvd") / "i3d_pretrained_400.pt"
+    state = random_official_state(InceptionI3d(), seed=2, counters=False)
+    state.update({k: torch.ones_like(v) for k, v in state.items() if k.endswith("bn.weight")})
+    torch.save(state, path)
     return path
 
 
@@ -188,7 +192,7 @@ def test_a_file_that_is_not_the_official_layout_is_refused(tmp_path, change):
 
 @pytest.mark.parametrize("factory, option, file_name", [
     (fid_metric, "fid.weights", "pt_inception-2015-12-05-6726825d.pth"),
-    (fvd_metric, "fvd.weights", "rgb_imagenet.pt"),
+    (fvd_metric, "fvd.weights", "i3d_pretrained_400.pt"),
 ])
 def test_missing_weights_name_the_option_and_the_file(factory, option, file_name, tmp_path):
     with pytest.raises(InputError, match=rf"{option} is not set.*{file_name}"):

