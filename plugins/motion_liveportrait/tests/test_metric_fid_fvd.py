@@ -15,6 +15,7 @@ import torch
 from mmflow.codecs import InputError
 from mmflow.evaluation import Metric, Sample
 from mmflow_motion_liveportrait.metrics import fid as fid_module
+from mmflow_motion_liveportrait.metrics import frechet as frechet_module
 from mmflow_motion_liveportrait.metrics import fvd as fvd_module
 from mmflow_motion_liveportrait.metrics.evaluator_weights import EvaluatorWeightsError, load_official_weights
 from mmflow_motion_liveportrait.metrics.fid import InceptionFeatures, fid_metric, sample_frames
@@ -336,13 +337,16 @@ def _files(tmp_path, names):
     return paths
 
 
-def test_set_metric_caches_features_and_counts_a_shared_reference_once(tmp_path):
+def test_set_metric_caches_features_and_counts_a_shared_reference_once(tmp_path, monkeypatch):
     paths = _files(tmp_path, ["g1", "g2", "g3", "ref"])
     samples = [Sample(id=n, files={"video": paths[n]}, reference={"video": paths["ref"]}) for n in ("g1", "g2", "g3")]
     features = CountingFeatures()
     metric = FrechetMetric("fid", tmp_path / "work", features, protocol="p")
+    hashed = []
+    monkeypatch.setattr(frechet_module, "file_digest", lambda path: hashed.append(path.name) or path.name * 8)
     rows = metric.score(samples[:2]) + metric.score(samples[2:])
     assert sorted(features.calls) == ["g1.bin", "g2.bin", "g3.bin", "ref.bin"]
+    assert sorted(hashed) == ["g1.bin", "g2.bin", "g3.bin", "ref.bin"]  # the shared reference is hashed once
     summary = metric.summarise(rows)
     assert list(summary)[0] == "fid"
     assert summary["fid_generated_features"] == 12 and summary["fid_reference_features"] == 4

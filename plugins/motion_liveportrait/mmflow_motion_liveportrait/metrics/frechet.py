@@ -82,6 +82,7 @@ class FrechetMetric:
         self.ddof = ddof
         self.protocol_digest = hashlib.sha256(protocol.encode()).hexdigest()
         self.features_dir = Path(workdir) / "features"
+        self._seen: dict[tuple[str, int, int], tuple[str, int]] = {}
 
     def score(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
         rows = []
@@ -115,6 +116,14 @@ class FrechetMetric:
 
     def _features(self, path: Path) -> tuple[str, int]:
         """Cache key and count of ``path``'s features, extracting them unless cached."""
+        stat = path.stat()
+        seen = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+        if seen in self._seen:  # a reference shared by many samples is not hashed again
+            return self._seen[seen]
+        self._seen[seen] = self._features_of_content(path)
+        return self._seen[seen]
+
+    def _features_of_content(self, path: Path) -> tuple[str, int]:
         key = f"{file_digest(path)[:32]}-{self.protocol_digest[:16]}"
         cached = self.features_dir / f"{key}.npy"
         if cached.is_file():
