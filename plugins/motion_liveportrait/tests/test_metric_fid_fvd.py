@@ -11,9 +11,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-
-from mmflow.codecs import InputError
-from mmflow.evaluation import Metric, Sample
 from mmflow_motion_liveportrait.metrics import fid as fid_module
 from mmflow_motion_liveportrait.metrics import frechet as frechet_module
 from mmflow_motion_liveportrait.metrics import fvd as fvd_module
@@ -24,6 +21,9 @@ from mmflow_motion_liveportrait.metrics.fvd import clip_starts, fvd_metric, i3d_
 from mmflow_motion_liveportrait.metrics.i3d import InceptionI3d
 from mmflow_motion_liveportrait.metrics.inception import FIDInceptionV3
 from mmflow_motion_liveportrait.video import write_video
+
+from mmflow.codecs import InputError
+from mmflow.evaluation import Metric, Sample
 
 # name -> shape of some tensors of the official files, and their sizes (keys without num_batches_tracked; values)
 INCEPTION_ANCHORS = {

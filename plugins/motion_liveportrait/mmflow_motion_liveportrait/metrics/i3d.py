@@ -30,7 +30,7 @@ def _same_padding(x: torch.Tensor, kernel: tuple[int, ...], stride: tuple[int, .
     """Pad ``B×C×T×H×W`` as TensorFlow's 'SAME' does: total ``max(k - (s if n % s == 0 else n % s), 0)``, the odd
     element after."""
     pad: list[int] = []
-    for size, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride)):
+    for size, k, s in zip(reversed(x.shape[2:]), reversed(kernel), reversed(stride), strict=True):
         total = max(k - (s if size % s == 0 else size % s), 0)
         pad += [total // 2, total - total // 2]
     return F.pad(x, pad)
