@@ -557,6 +557,43 @@ def test_lora_trains_only_the_low_rank_factors_and_exports_merged(tmp_path):
         torch.testing.assert_close(got[name], expected[name], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.parametrize("export", ["adapter", "both"])
+def test_lora_export_keeps_the_adapter_apart(tmp_path, export):
+    """`lora.export: adapter` writes the base weights plus the adapter (OUTPUT/lora); loaded back on the base
+    model the adapter gives the merged model's outputs; `both` writes the merged model as well."""
+    from mmflow.lora_loading import MMFlowLoraLoaderMixin
+    from mmflow.training.lora import lora_merged
+    from mmflow.pipeline import MMFlowPipeline
+    from mmflow.scheduler import FlowMatchingScheduler
+
+    data = toy_dict(tmp_path, total_steps=3, lora={"rank": 2, "alpha": 4.0, "export": export})
+    trainer = make_trainer(data, random_weights=True)
+    trainer.fit()
+    output = Path(data["output_dir"])
+    assert (output / "lora" / "pytorch_lora_weights.safetensors").is_file()
+    batches = dict(trainer.collate([trainer.dataset[i] for i in range(2)]))
+    x = {n: torch.randn_like(b.latent) for n, b in batches.items()}
+    t = torch.full((2,), 0.5)
+    model = trainer.unwrapped
+    with trainer.ema.swapped_into(model), torch.no_grad():
+        merged = model.eval()(x, t, batches)
+        with lora_merged(model, merge=False):
+            base = model(x, t, batches)
+    exported = MMDiT.from_pretrained(output / "model").eval()
+    with torch.no_grad():
+        got = exported(x, t, batches)
+    for name in merged:
+        torch.testing.assert_close(got[name], merged[name] if export == "both" else base[name], rtol=1e-4, atol=1e-5)
+    pipe = MMFlowPipeline(MMDiT.from_pretrained(output / "model"), FlowMatchingScheduler())
+    assert isinstance(pipe, MMFlowLoraLoaderMixin)
+    if export == "adapter":
+        pipe.load_lora_weights(output / "lora")
+        with torch.no_grad():
+            adapted = pipe.transformer.eval()(x, t, batches)
+        for name in merged:
+            torch.testing.assert_close(adapted[name], merged[name], rtol=1e-4, atol=1e-5)
+
+
 def test_lora_resume_is_bit_exact(tmp_path, monkeypatch):
     """The peft adapter's factors, their optimizer state, EMA and dropout come back exactly from a checkpoint."""
     lora = {"rank": 2, "alpha": 4.0, "dropout": 0.1}

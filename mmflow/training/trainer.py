@@ -45,7 +45,7 @@ from .checkpoint import latest_checkpoint, list_checkpoints, save_checkpoint
 from .config import ConfigError, ModelConfig, TrainingConfig
 from .data import LengthBucketSampler, MultiStreamCollator, resolve_columns, row_seconds
 from .ema import EMA
-from .lora import apply_lora, lora_merged
+from .lora import apply_lora, lora_merged, save_adapter
 from .resume import (
     FSDP_MODEL_FILE,
     CheckpointError,
@@ -472,14 +472,26 @@ class Trainer:
     # ---------------------------------------------------------------------------------------------- outputs
 
     def export(self, path: str | os.PathLike) -> Path:
-        """Save the EMA weights as a ``save_pretrained`` MMDiT folder (main process; written atomically)."""
+        """Save the EMA weights as a ``save_pretrained`` MMDiT folder (main process; written atomically).
+
+        With LoRA, ``lora.export`` decides: ``merged`` puts the update into the folder's weights, ``adapter``
+        keeps them the base weights and writes the adapter unmerged to ``path.parent / "lora"``, ``both`` does
+        both (docs/training.md)."""
         path = Path(path)
+        export = self.config.lora.export if self.config.lora.rank else "merged"
         self.accelerator.wait_for_everyone()
         with self._full_params():  # FSDP: every rank gathers, the main process writes
             if self.accelerator.is_main_process:
-                with self.ema.swapped_into(self.unwrapped) as model, lora_merged(model), atomic_path(path) as tmp:
-                    model.save_pretrained(tmp)  # LoRA updates merged: an ordinary MMDiT folder
-                logger.info(f"exported the EMA weights to {path}")
+                with (
+                    self.ema.swapped_into(self.unwrapped) as model,
+                    lora_merged(model, merge=export != "adapter"),
+                    atomic_path(path) as tmp,
+                ):
+                    model.save_pretrained(tmp)  # an ordinary MMDiT folder, with or without the update merged
+                if export != "merged":
+                    with self.ema.swapped_into(self.unwrapped) as model:
+                        save_adapter(model, path.parent / "lora")
+                logger.info(f"exported the EMA weights to {path}" + (f" (adapter: {path.parent / 'lora'})" if export != "merged" else ""))
         self.accelerator.wait_for_everyone()
         return path
 
