@@ -77,7 +77,8 @@ class LevelMetric:
         self.log.append([s.id for s in samples])
         if any(s.meta.get("explode") for s in samples):
             raise RuntimeError("metric crashed")
-        return [{"value": read_level(s.files["audio"]) * self.scale, "words": len(s.text.split())} for s in samples]
+        return [{"value": np.float32(read_level(s.files["audio"]) * self.scale), "words": np.int64(len(s.text.split()))}
+                for s in samples]  # numpy scalars, as metrics often return
 
     def summarise(self, rows):
         return {"mean": float(np.mean([r["value"] for r in rows])), "words": sum(r["words"] for r in rows)}

@@ -257,6 +257,13 @@ def _signature(metric: Metric, sample: Sample) -> dict[str, Any]:
     return signature
 
 
+def _plain(value: Any) -> Any:
+    """numpy scalars and arrays in a metric's row as Python numbers and lists."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
+    raise TypeError(f"a metric row holds {type(value).__name__}, which is not JSON data")
+
+
 class ScoreCache:
     """``<out>/scores/<metric>.jsonl``: rows appended (and fsynced) as they are computed, read back by sample id."""
 
@@ -281,7 +288,8 @@ class ScoreCache:
 
     def add(self, entries: Sequence[tuple[str, Mapping[str, Any], dict[str, Any]]]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        lines = [json.dumps({"id": i, "options": self.options, "files": s, "row": row}) for i, s, row in entries]
+        lines = [json.dumps({"id": i, "options": self.options, "files": s, "row": row}, default=_plain)
+                 for i, s, row in entries]
         with open(self.path, "a") as handle:
             if self.needs_newline:
                 handle.write("\n")
@@ -289,8 +297,8 @@ class ScoreCache:
             handle.write("".join(line + "\n" for line in lines))
             handle.flush()
             os.fsync(handle.fileno())
-        for sample_id, signature, row in entries:
-            self.rows[(sample_id, json.dumps(signature, sort_keys=True))] = row
+        for (sample_id, signature, _), line in zip(entries, lines, strict=True):  # as a rerun will read them
+            self.rows[(sample_id, json.dumps(signature, sort_keys=True))] = json.loads(line)["row"]
 
 
 def score(metric: Metric, samples: Sequence[Sample], cache: ScoreCache, progress: bool = True) -> list[dict]:
