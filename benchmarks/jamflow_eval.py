@@ -141,8 +141,8 @@ def relative_paths(value):
         return {key: relative_paths(item) for key, item in value.items()}
     if isinstance(value, list):
         return [relative_paths(item) for item in value]
-    if isinstance(value, str) and value.startswith(f"{ROOT}/"):
-        return value[len(str(ROOT)) + 1:]
+    if isinstance(value, str):  # also inside labels such as "JAMFlowPipeline(<folder>)"
+        return value.replace(f"{ROOT}/", "")
     return value
 
 
