@@ -275,3 +275,11 @@ def test_listing_and_table(fake):
     named = markdown_table({"metrics": {"wer": {"headline": "wer (tiny)", "higher_is_better": False, "n": 1,
                                                 "summary": {"wer (tiny)": 0.25}}}})
     assert named.splitlines()[2] == "| wer (tiny) | 0.25 | lower is better | 1 |"
+
+
+def test_two_runs_into_one_folder_are_refused(fake, tmp_path):
+    from mmflow.io import OutputLockedError, folder_lock
+
+    with folder_lock(tmp_path), pytest.raises(OutputLockedError, match="another mmflow run"):
+        run(fake, tmp_path)
+    assert fake[1].calls == [] and not (tmp_path / "samples").exists()
