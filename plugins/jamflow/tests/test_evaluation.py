@@ -142,3 +142,16 @@ def test_mmflow_evaluate_on_the_embedded_default(tmp_path, capsys):
     assert main(argv) == 0  # resumed: same numbers, nothing appended
     assert (tmp_path / "ev" / "scores" / "mouth_sync.jsonl").read_text() == scores
     assert json.loads((tmp_path / "ev" / "results.json").read_text()) == results
+
+
+def test_without_espeak_the_synthetic_references_are_the_texts(tmp_path, monkeypatch):
+    import mmflow_audio_f5tts.espeak as espeak
+
+    class NoEspeak:
+        def __init__(self, *args, **kwargs):
+            raise ImportError("espeak-ng was not found")
+
+    monkeypatch.setattr(espeak, "EspeakEngine", NoEspeak)
+    items = ev.load_synthetic(tmp_path)
+    assert len(items) == 20 and all(item.reference == {} and item.text for item in items)
+    assert not list(tmp_path.iterdir())
