@@ -80,8 +80,7 @@ class JAMFlowPipeline(MMFlowPipeline):
                 f"{'a PhonemeTokenizer' if conditioning == 'aligned' else 'an F5Tokenizer'}"
             )
         super().__init__(transformer, scheduler, max_seconds)
-        self.register_modules(tokenizer=tokenizer, motion_normalizer=motion_normalizer, vocoder=vocoder,
-                              renderer=renderer)
+        self.register_modules(tokenizer=tokenizer, motion_normalizer=motion_normalizer, vocoder=vocoder, renderer=renderer)
 
     @property
     def aligned(self) -> bool:
@@ -168,8 +167,7 @@ class JAMFlowPipeline(MMFlowPipeline):
             sway_coefficient: Sway sampling for this call (default: the scheduler's).
             cross_fade: Seconds of cross-fade between the text chunks of long filler-text prompts (default 0.16).
             output_type: ``"np"`` (waveforms, expressions, frames) or ``"latent"`` (mel and normalised motion).
-            latents, callback_on_step_end, callback_on_step_end_tensor_inputs: diffusers' starting noise and step
-                callback, as in ``MMFlowPipeline.__call__`` (streams ``audio`` and ``motion``).
+            latents, callback_on_step_end, callback_on_step_end_tensor_inputs: as in ``MMFlowPipeline.__call__``.
             progress: Progress bars over sampling and rendering.
         """
         inputs = {"text": text, "ref_audio": ref_audio, "ref_text": ref_text, "audio": audio, "motion": motion}
@@ -179,10 +177,10 @@ class JAMFlowPipeline(MMFlowPipeline):
         declared = {item.name for item in self.task_inputs(task)}  # settings a task has no use for are left out
         inputs.update({name: value for name, value in settings.items() if name in declared})
         result = super().__call__(
-            task, spans=spans, duration=duration, num_inference_steps=num_inference_steps,
-            guidance_scale=guidance_scale, uncond_joint_view=uncond_joint_view, joint_attention=joint_attention,
-            seed=seed, generator=generator, sway_coefficient=sway_coefficient, cross_fade=cross_fade, output_type=output_type,
-            progress=progress, latents=latents, callback_on_step_end=callback_on_step_end,
+            task, spans=spans, duration=duration, num_inference_steps=num_inference_steps, guidance_scale=guidance_scale,
+            uncond_joint_view=uncond_joint_view, joint_attention=joint_attention, seed=seed, generator=generator,
+            sway_coefficient=sway_coefficient, cross_fade=cross_fade, output_type=output_type, progress=progress,
+            latents=latents, callback_on_step_end=callback_on_step_end,
             callback_on_step_end_tensor_inputs=callback_on_step_end_tensor_inputs,
             **{name: value for name, value in inputs.items() if value is not None},
         )
