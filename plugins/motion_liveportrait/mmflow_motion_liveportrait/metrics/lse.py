@@ -36,8 +36,9 @@ import torch.nn.functional as F
 from mmflow.codecs import InputError
 from mmflow.evaluation.metric import Sample
 
+from .evaluator_weights import weights_path
 from .mfcc import mfcc
-from .syncnet import WEIGHTS_FILE, SyncNetV2, load_syncnet
+from .syncnet import WEIGHTS_FILE, WEIGHTS_URL, SyncNetV2, load_syncnet
 
 logger = logging.getLogger(__name__)
 
@@ -331,9 +332,6 @@ def make_lse(options: Mapping[str, str], workdir: Path) -> LSEMetric:
     unknown = sorted(set(options) - known)
     if unknown:
         raise InputError(f"lse: unknown option(s) {unknown}; it takes {sorted(known)}.")
-    if "weights" not in options:
-        raise InputError(f"lse needs SyncNet's official weights {WEIGHTS_FILE}: pass "
-                         f"--metric-option lse.weights=/path/to/{WEIGHTS_FILE}.")
     audio, video = options.get("audio", "generated"), options.get("video", "generated")
     for key, value in (("audio", audio), ("video", video)):
         if value not in MODES:
@@ -348,4 +346,5 @@ def make_lse(options: Mapping[str, str], workdir: Path) -> LSEMetric:
     if audio == video == "reference":
         raise InputError("lse.audio=reference and lse.video=reference together score the references against "
                          "each other; set one of them (reference audio: talking heads, reference video: dubbing).")
-    return LSEMetric(load_syncnet(options["weights"]), audio=audio, video=video, vshift=vshift, device=device)
+    weights = weights_path(options, "lse", WEIGHTS_FILE, f"SyncNet v2, {WEIGHTS_URL}")
+    return LSEMetric(load_syncnet(weights), audio=audio, video=video, vshift=vshift, device=device)

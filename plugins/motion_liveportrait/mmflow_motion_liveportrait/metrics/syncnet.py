@@ -4,8 +4,9 @@ The module tree and parameter names are those of ``SyncNetModel.S`` (joonson/syn
 ``netcnnaud`` (2-D convs over a 13×20 MFCC window), ``netfcaud``, ``netcnnlip`` (3-D convs over 5 frames of a
 224×224 BGR face crop, pixel values 0-255) and ``netfclip``, each an ``nn.Sequential`` whose indices give the key
 names (``netcnnaud.0.weight``, ``netcnnlip.1.running_mean``, ...). ``syncnet_v2.model`` is a state dict of that
-module saved with ``torch.save``; the reference copies every key into ``S().state_dict()``. It is read here with
-``torch.load(weights_only=True)`` (tensors only, no code), checked key by key and loaded unchanged.
+module saved with ``torch.save``; the reference copies every key into ``S().state_dict()``. It is read with
+``torch.load(weights_only=True)`` (tensors only, no code), checked key by key and loaded unchanged by
+:func:`~.evaluator_weights.load_official_weights`, as the other evaluator networks are.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import torch
 from torch import nn
 
 from mmflow.codecs import InputError
+
+from .evaluator_weights import load_official_weights
 
 logger = logging.getLogger(__name__)
 
@@ -71,37 +74,13 @@ class SyncNetV2(nn.Module):
         return self.netfclip(self.netcnnlip(frames).flatten(1))
 
 
-def _optional(key: str) -> bool:
-    """BatchNorm's step counter: absent from files saved before PyTorch 0.4.1 and unused in evaluation."""
-    return key.endswith("num_batches_tracked")
-
-
 def load_syncnet(path: str | Path) -> SyncNetV2:
-    """The official ``syncnet_v2.model`` (or a file in its layout) in eval mode; every tensor key must match."""
+    """The official ``syncnet_v2.model`` (or a file in its layout) in eval mode; every tensor key must match
+    (:func:`~.evaluator_weights.load_official_weights`)."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"SyncNet weights {str(path)!r} do not exist; pass the official {WEIGHTS_FILE} "
                          f"(from {WEIGHTS_URL}) with --metric-option lse.weights=/path/to/{WEIGHTS_FILE}.")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # noqa: BLE001 - any unpickling failure means: not a plain tensor file
-        raise InputError(f"{path}: not a SyncNet state dict that loads with weights_only=True ({error}); pass the "
-                         f"official {WEIGHTS_FILE}.") from error
-    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise InputError(f"{path}: expected a state dict of tensors (the layout of {WEIGHTS_FILE}); got "
-                         f"{type(state).__name__}.")
-    model = SyncNetV2()
-    own = model.state_dict()
-    missing = sorted(k for k in own if k not in state and not _optional(k))
-    extra = sorted(k for k in state if k not in own)
-    if missing or extra:
-        raise InputError(f"{path}: not the SyncNet v2 layout: missing keys {missing[:6]}{'...' if len(missing) > 6 else ''}"
-                         f", unexpected keys {extra[:6]}{'...' if len(extra) > 6 else ''}. Pass the official "
-                         f"{WEIGHTS_FILE}.")
-    wrong = [f"{k} {tuple(v.shape)} (expected {tuple(own[k].shape)})" for k, v in state.items()
-             if v.shape != own[k].shape]
-    if wrong:
-        raise InputError(f"{path}: tensors of the wrong shape: {wrong[:4]}. Pass the official {WEIGHTS_FILE}.")
-    model.load_state_dict({**{k: v for k, v in own.items() if _optional(k)}, **state}, strict=True)
-    logger.info("loaded SyncNet v2 weights from %s (%d tensors)", path, len(state))
-    return model.eval()
+    model = load_official_weights(SyncNetV2, path, f"SyncNet v2 ({WEIGHTS_FILE} from {WEIGHTS_URL})")
+    logger.info("loaded SyncNet v2 weights from %s", path)
+    return model
