@@ -80,6 +80,8 @@ class MMFlowHookSpecs:
 
     @hookspec
     def mmflow_benchmarks(self) -> dict[str, Callable]:
-        """Benchmark lists by name: ``loader(root: Path | None) -> list[mmflow.evaluation.BenchmarkItem]``.
-        ``root`` is the local dataset folder (None for benchmarks shipped in the plugin); a loader raises
-        ``mmflow.codecs.InputError`` naming what is missing from it."""
+        """Benchmark lists by name: ``loader(root: Path | None) -> list[mmflow.evaluation.BenchmarkItem]``, or
+        ``loader(root, limit=None, options={})`` when it declares those keywords (``limit``: stop after that many
+        items; ``options``: ``--benchmark-option`` strings). ``root`` is the local dataset folder (None for
+        benchmarks shipped in the plugin); a loader raises ``mmflow.codecs.InputError`` naming what is missing
+        from it, or an unknown option."""

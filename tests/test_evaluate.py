@@ -12,10 +12,10 @@ import pytest
 
 from mmflow import hookimpl
 from mmflow.codecs import InputError
-from mmflow.evaluation import BenchmarkItem
+from mmflow.evaluation import BenchmarkItem, first_kind
 from mmflow.evaluation.command import listing
 from mmflow.evaluation.report import markdown_table
-from mmflow.evaluation.runner import evaluate, parse_metric_options, read_outputs
+from mmflow.evaluation.runner import evaluate, parse_benchmark_options, parse_metric_options, read_outputs
 from mmflow.plugins import build_registry
 
 
@@ -283,3 +283,115 @@ def test_two_runs_into_one_folder_are_refused(fake, tmp_path):
     with folder_lock(tmp_path), pytest.raises(OutputLockedError, match="another mmflow run"):
         run(fake, tmp_path)
     assert fake[1].calls == [] and not (tmp_path / "samples").exists()
+
+
+def registry_with(metrics=None, benchmarks=None):
+    """A registry of just these metric factories and benchmark loaders."""
+    class Plugin:
+        @hookimpl
+        def mmflow_metrics(self):
+            return dict(metrics or {})
+
+        @hookimpl
+        def mmflow_benchmarks(self):
+            return dict(benchmarks or {})
+
+    return build_registry(extra_plugins={"more": Plugin()}, load_entry_points=False)
+
+
+def test_a_loader_that_declares_them_gets_limit_and_options(fake, tmp_path):
+    calls = []
+
+    def sized(root, limit=None, options=None):  # prepares only the items asked for, as hdtf does
+        calls.append((limit, dict(options)))
+        unknown = set(options) - {"level"}
+        if unknown:
+            raise InputError(f"benchmark sized has no option(s) {sorted(unknown)}")
+        level = float(options.get("level", 0.1))
+        return [BenchmarkItem(id=f"s{i}", task="say", inputs={"level": level}, text="a") for i in range(limit or 5)]
+
+    log: list = []
+    registry = registry_with({"level": lambda options, workdir: LevelMetric(options, workdir, log)},
+                             {"sized": sized, "old": lambda root: list(ITEMS)})
+    pipe = FakePipeline()
+    go = dict(pipeline=pipe, registry=registry, progress=False)
+    results = evaluate("sized", out=tmp_path / "a", limit=2, benchmark_options={"level": "0.5"}, **go)
+    assert calls == [(2, {"level": "0.5"})] and results["items"] == 2 and len(pipe.calls) == 2
+    assert results["benchmark_options"] == {"level": "0.5"}
+    assert json.loads((tmp_path / "a" / "samples" / "settings.json").read_text())["benchmark_options"] == {
+        "level": "0.5"}
+    # Other options make other items: the samples made with the old ones are kept and the run refused.
+    with pytest.raises(InputError, match=r"other settings \(benchmark_options: \[\{'level': '0.5'\}\] there, "
+                                         r"\[None\] now\)"):
+        evaluate("sized", out=tmp_path / "a", limit=2, **go)
+    with pytest.raises(InputError, match=r"benchmark sized has no option\(s\) \['nope'\]"):
+        evaluate("sized", out=tmp_path / "b", benchmark_options={"nope": "1"}, **go)
+    # A loader of the old contract (root only) still works, and refuses options by the runner.
+    assert evaluate("old", out=tmp_path / "c", limit=1, **go)["items"] == 1
+    with pytest.raises(InputError, match=r"benchmark 'old' takes no --benchmark-option \(got \['level'\]\)"):
+        evaluate("old", out=tmp_path / "d", benchmark_options={"level": "1"}, **go)
+    assert parse_benchmark_options(["a=1", "b=x=y"]) == {"a": "1", "b": "x=y"}
+    for bad in (["a"], ["=1"], ["a=1", "a=2"]):
+        with pytest.raises(InputError, match="--benchmark-option"):
+            parse_benchmark_options(bad)
+
+
+class DirectedMetric(LevelMetric):
+    """``level`` with a declared direction for its second figure."""
+
+    directions = {"words": False}
+
+
+def test_secondary_figures_carry_their_declared_direction(fake, tmp_path):
+    log: list = []
+    registry = registry_with({"directed": lambda options, workdir: DirectedMetric(options, workdir, log)},
+                             {"tiny": lambda root: list(ITEMS)})
+    results = evaluate("tiny", pipeline=FakePipeline(), out=tmp_path, registry=registry, progress=False)
+    assert results["metrics"]["directed"]["directions"] == {"mean": True, "words": False}
+    table = (tmp_path / "results.md").read_text()
+    assert "| directed.words | 6 | lower is better | 3 |" in table
+    assert "| directed (mean) |" in table and "| higher is better | 3 |" in table
+    assert run(fake, tmp_path / "plain")["metrics"]["level"]["directions"] == {"mean": True}  # headline only
+
+
+class ReferenceKindMetric:
+    """Reports which reference kind each sample was compared with (``prompt_audio`` where there is one)."""
+
+    name = "ref_kind"
+    needs = frozenset({"audio"})
+    reference_needs = frozenset({"prompt_audio|audio"})
+    higher_is_better = True
+    batch_size = 4
+
+    def score(self, samples):
+        rows = []
+        for sample in samples:
+            kind = first_kind("prompt_audio|audio", sample.reference)
+            rows.append({"level": read_level(sample.reference[kind]), "reference": kind})
+        return rows
+
+    def summarise(self, rows):
+        return {"level": float(np.mean([row["level"] for row in rows]))}
+
+
+def test_a_need_with_alternatives_takes_the_first_kind_each_sample_has(tmp_path):
+    for name, level in (("prompt", 0.5), ("own", 0.25), ("new", 0.75)):
+        write_wav(tmp_path / f"{name}.wav", level)
+    items = [BenchmarkItem("p", "say", {"level": 0.1}, reference={"prompt_audio": tmp_path / "prompt.wav",
+                                                                  "audio": tmp_path / "own.wav"}),
+             BenchmarkItem("a", "say", {"level": 0.1}, reference={"audio": tmp_path / "own.wav"})]
+    lists = {"mixed": lambda root: list(items), "bare": lambda root: [*items, BenchmarkItem("n", "say", {})]}
+    registry = registry_with({"ref_kind": lambda options, workdir: ReferenceKindMetric()}, lists)
+    go = dict(pipeline=FakePipeline(), registry=registry, progress=False, metrics=["ref_kind"])
+    results = evaluate("mixed", out=tmp_path / "ev", **go)
+    assert results["metrics"]["ref_kind"]["value"] == pytest.approx((0.5 + 0.25) / 2, abs=1e-3)
+    rows = [json.loads(line) for line in (tmp_path / "ev" / "scores" / "ref_kind.jsonl").read_text().splitlines()]
+    assert [(r["id"], r["row"]["reference"]) for r in rows] == [("p", "prompt_audio"), ("a", "audio")]
+    assert rows[0]["files"]["reference.prompt_audio|audio"][0] == "prompt_audio"
+    # The cached row is for the file chosen: a prompt added later is scored again, with the prompt.
+    items[1] = BenchmarkItem("a", "say", {"level": 0.1}, reference={"prompt_audio": tmp_path / "new.wav",
+                                                                    "audio": tmp_path / "own.wav"})
+    results = evaluate("mixed", out=tmp_path / "ev", **go)
+    assert results["metrics"]["ref_kind"]["value"] == pytest.approx((0.5 + 0.75) / 2, abs=1e-3)
+    with pytest.raises(InputError, match=r"ref_kind needs reference \['prompt_audio\|audio'\]"):
+        evaluate("bare", out=tmp_path / "bare", **go)

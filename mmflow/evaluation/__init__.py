@@ -4,6 +4,6 @@ The core knows no modality: a metric names the kinds of files it reads (``"audio
 benchmark lists items (pipeline inputs + reference files), and the runner connects the two.
 """
 
-from .metric import BenchmarkItem, Metric, Sample
+from .metric import BenchmarkItem, Metric, Sample, first_kind
 
-__all__ = ["BenchmarkItem", "Metric", "Sample"]
+__all__ = ["BenchmarkItem", "Metric", "Sample", "first_kind"]

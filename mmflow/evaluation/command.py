@@ -1,6 +1,7 @@
 """``mmflow evaluate``: generate a benchmark with a model (or read existing outputs), score it, print the table.
 
-    mmflow evaluate --model FOLDER --benchmark NAME [--benchmark-root DIR] [--metrics a,b] [--out DIR]
+    mmflow evaluate --model FOLDER --benchmark NAME [--benchmark-root DIR] [--benchmark-option KEY=VALUE]
+                    [--metrics a,b] [--metric-option METRIC.KEY=VALUE] [--limit N] [--out DIR]
     mmflow evaluate --outputs DIR --benchmark NAME --metrics a,b
     mmflow evaluate --list
 
@@ -32,6 +33,8 @@ def add_evaluate(subparsers) -> None:
                                           "<id>/) instead of generating")
     parser.add_argument("--benchmark", help="registered benchmark list (see --list)")
     parser.add_argument("--benchmark-root", help="local dataset folder of the benchmark")
+    parser.add_argument("--benchmark-option", action="append", default=[], metavar="KEY=VALUE",
+                        help="an option of the benchmark's loader, e.g. segment_seconds=10 for hdtf (repeatable)")
     parser.add_argument("--metrics", help="comma-separated metric names (default: every metric the samples and "
                                           "references can feed and that needs no weights you must supply)")
     parser.add_argument("--metric-option", action="append", default=[], metavar="METRIC.KEY=VALUE",
@@ -58,7 +61,7 @@ def listing(registry) -> str:
 def run(args: argparse.Namespace) -> int:
     from ..plugins import get_registry
     from .report import markdown_table
-    from .runner import evaluate, parse_metric_options
+    from .runner import evaluate, parse_benchmark_options, parse_metric_options
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     registry = get_registry()
@@ -69,6 +72,7 @@ def run(args: argparse.Namespace) -> int:
         raise SystemExit(f"mmflow evaluate: --benchmark is required (one of {sorted(registry.benchmarks)}; --list)")
     metrics = None if args.metrics is None else [m.strip() for m in args.metrics.split(",") if m.strip()]
     results = evaluate(args.benchmark, model=args.model, outputs=args.outputs, benchmark_root=args.benchmark_root,
+                       benchmark_options=parse_benchmark_options(args.benchmark_option),
                        metrics=metrics, metric_options=parse_metric_options(args.metric_option), out=args.out,
                        limit=args.limit, seed=args.seed, steps=args.steps, device=args.device, registry=registry)
     print(markdown_table(results))

@@ -35,15 +35,19 @@ def headline_label(metric: str, key: str) -> str:
     return key if key.startswith(metric) else f"{metric} ({key})"
 
 
+def direction_label(higher_is_better: bool | None) -> str:
+    return "" if higher_is_better is None else "higher is better" if higher_is_better else "lower is better"
+
+
 def markdown_table(results: Mapping[str, Any]) -> str:
-    """One row per reported number: the headline (:func:`headline_label`) with its direction, then the metric's
-    other figures as ``metric.key``."""
+    """One row per reported number: the headline (:func:`headline_label`), then the metric's other figures as
+    ``metric.key``; each with its direction where the metric gives one (``directions``; the headline's is
+    ``higher_is_better``)."""
     lines = ["| metric | value | direction | n |", "|---|---:|---|---:|"]
     for name, entry in results["metrics"].items():
-        direction = "higher is better" if entry["higher_is_better"] else "lower is better"
+        directions = {entry["headline"]: entry["higher_is_better"], **entry.get("directions", {})}
         for key, value in entry["summary"].items():
-            if key == entry["headline"]:
-                lines.append(f"| {headline_label(name, key)} | {format_value(value)} | {direction} | {entry['n']} |")
-            else:
-                lines.append(f"| {name}.{key} | {format_value(value)} |  | {entry['n']} |")
+            label = headline_label(name, key) if key == entry["headline"] else f"{name}.{key}"
+            lines.append(f"| {label} | {format_value(value)} | {direction_label(directions.get(key))} | "
+                         f"{entry['n']} |")
     return "\n".join(lines)

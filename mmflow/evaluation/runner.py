@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import inspect
 import json
 import logging
 import os
@@ -25,7 +26,7 @@ from typing import Any
 
 from ..codecs import InputError
 from ..io import check_stem, folder_lock, output_folder, write_text_atomic
-from .metric import BenchmarkItem, Metric, Sample
+from .metric import BenchmarkItem, Metric, Sample, first_kind
 from .report import jsonable, markdown_table
 
 logger = logging.getLogger(__name__)
@@ -38,15 +39,39 @@ SAMPLE_STEM_SETTINGS = "settings.json"
 # ------------------------------------------------------------------------------------------------ inputs
 
 
+def _keywords(loader) -> set[str] | None:
+    """The keyword parameters a loader declares (None: any, it takes ``**kwargs``)."""
+    try:
+        parameters = inspect.signature(loader).parameters.values()
+    except (TypeError, ValueError):  # a callable without a readable signature: the old contract, root only
+        return set()
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters):
+        return None
+    return {p.name for p in parameters if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+
+
 def load_benchmark(benchmark: str, root: str | os.PathLike | None = None, limit: int | None = None,
-                   registry=None) -> list[BenchmarkItem]:
-    """The registered benchmark's items (the first ``limit``), with ids checked to be plain, distinct file names."""
+                   registry=None, options: Mapping[str, str] | None = None) -> list[BenchmarkItem]:
+    """The registered benchmark's items (the first ``limit``), with ids checked to be plain, distinct file names.
+
+    ``limit`` and ``options`` reach a loader that declares them (``metric.py`` says the contract); ``options``
+    given to one that does not are refused.
+    """
     from ..plugins import get_registry
 
     registry = registry or get_registry()
     if limit is not None and limit < 1:
         raise InputError(f"--limit must be at least 1, got {limit}")
-    items = list(registry.benchmark(benchmark)(Path(root) if root is not None else None))
+    loader = registry.benchmark(benchmark)
+    keywords = _keywords(loader)
+    call: dict[str, Any] = {}
+    if keywords is None or "limit" in keywords:
+        call["limit"] = limit
+    if keywords is None or "options" in keywords:
+        call["options"] = dict(options or {})
+    elif options:
+        raise InputError(f"benchmark {benchmark!r} takes no --benchmark-option (got {sorted(options)}); drop them")
+    items = list(loader(Path(root) if root is not None else None, **call))
     if not items:
         raise InputError(f"benchmark {benchmark!r} has no items" + (f" in {root}" if root else ""))
     ids = [item.id for item in items]
@@ -61,17 +86,36 @@ def load_benchmark(benchmark: str, root: str | os.PathLike | None = None, limit:
     return items[:limit] if limit else items
 
 
+def _split_pair(pair: str, flag: str, form: str) -> tuple[str, str]:
+    key, sep, value = pair.partition("=")
+    if not sep or not key:
+        raise InputError(f"{flag} takes {form}, got {pair!r}")
+    return key, value
+
+
 def parse_metric_options(pairs: Iterable[str]) -> dict[str, dict[str, str]]:
     """``["wer.model=/p", ...]`` → ``{"wer": {"model": "/p"}}``."""
+    form = "METRIC.KEY=VALUE (e.g. wer.model=/path/to/whisper)"
     options: dict[str, dict[str, str]] = {}
     for pair in pairs:
-        key, sep, value = pair.partition("=")
+        key, value = _split_pair(pair, "--metric-option", form)
         metric, dot, name = key.partition(".")
-        if not sep or not dot or not metric or not name:
-            raise InputError(f"--metric-option takes METRIC.KEY=VALUE (e.g. wer.model=/path/to/whisper), got {pair!r}")
+        if not dot or not metric or not name:
+            raise InputError(f"--metric-option takes {form}, got {pair!r}")
         if name in options.setdefault(metric, {}):
             raise InputError(f"--metric-option {metric}.{name} is given twice")
         options[metric][name] = value
+    return options
+
+
+def parse_benchmark_options(pairs: Iterable[str]) -> dict[str, str]:
+    """``["segment_seconds=10", ...]`` → ``{"segment_seconds": "10"}``."""
+    options: dict[str, str] = {}
+    for pair in pairs:
+        key, value = _split_pair(pair, "--benchmark-option", "KEY=VALUE (e.g. segment_seconds=10)")
+        if key in options:
+            raise InputError(f"--benchmark-option {key} is given twice")
+        options[key] = value
     return options
 
 
@@ -115,10 +159,12 @@ class Generator:
     """Generates missing samples into ``<out>/samples/<id>/`` with a pipeline loaded on first need."""
 
     def __init__(self, folder: Path, model=None, pipeline=None, seed: int = 0, steps: int | None = None,
-                 device: str = "cpu", benchmark: str = ""):
+                 device: str = "cpu", benchmark: str = "", benchmark_options: Mapping[str, str] | None = None):
         self.folder = folder
         self.model, self.pipeline, self.seed, self.steps, self.device = model, pipeline, seed, steps, device
         self.settings = {"model": self._model_name(), "benchmark": benchmark, "seed": seed, "steps": steps}
+        if benchmark_options:  # they change the items (hdtf's segment length); absent when none, as before them
+            self.settings["benchmark_options"] = dict(benchmark_options)
 
     def _model_name(self) -> str:
         if self.pipeline is not None:
@@ -134,9 +180,9 @@ class Generator:
         if path.is_file():
             before = json.loads(path.read_text())
             if before != self.settings:
-                changed = sorted(k for k in self.settings if before.get(k) != self.settings[k])
+                changed = sorted(k for k in before.keys() | self.settings.keys() if before.get(k) != self.settings.get(k))
                 raise InputError(f"{self.folder} holds samples generated with other settings ({', '.join(changed)}: "
-                                 f"{[before.get(k) for k in changed]} there, {[self.settings[k] for k in changed]} "
+                                 f"{[before.get(k) for k in changed]} there, {[self.settings.get(k) for k in changed]} "
                                  f"now); choose another --out, or move that folder away to regenerate")
         else:
             self.folder.mkdir(parents=True, exist_ok=True)
@@ -221,12 +267,13 @@ def check_needs(metrics: dict[str, Metric], samples: Sequence[Sample], explicit:
     with a log line."""
     if not samples:
         return metrics
-    have = set.intersection(*(_kinds(s.files, s.text) for s in samples))
-    refs = set.intersection(*(_kinds(s.reference, s.text) for s in samples))
+    generated = [_kinds(s.files, s.text) for s in samples]
+    references = [_kinds(s.reference, s.text) for s in samples]
+    have, refs = set.intersection(*generated), set.intersection(*references)
     kept = {}
     for name, metric in metrics.items():
-        missing = sorted(set(metric.needs) - have) if files else []
-        missing_refs = sorted(set(metric.reference_needs) - refs)
+        missing = _unmet(metric.needs, generated) if files else []
+        missing_refs = _unmet(metric.reference_needs, references)
         if not missing and not missing_refs:
             kept[name] = metric
             continue
@@ -242,19 +289,35 @@ def check_needs(metrics: dict[str, Metric], samples: Sequence[Sample], explicit:
     return kept
 
 
-def _signature(metric: Metric, sample: Sample) -> dict[str, Any]:
-    """What a cached row depends on: size and modification time of the files the metric reads, the text's hash."""
-    def stat(path: Path) -> list[int]:
-        info = Path(path).stat()
-        return [info.st_size, info.st_mtime_ns]
+def _unmet(needs: Iterable[str], kinds_per_sample: Sequence[set[str]]) -> list[str]:
+    """The needs that some sample meets with none of their kinds."""
+    return sorted(need for need in needs if any(first_kind(need, kinds) is None for kinds in kinds_per_sample))
 
-    signature: dict[str, Any] = {f"files.{kind}": stat(sample.files[kind]) for kind in sorted(metric.needs)
-                                 if kind != "text"}
-    signature.update({f"reference.{kind}": stat(sample.reference[kind]) for kind in sorted(metric.reference_needs)
-                      if kind != "text"})
-    if "text" in metric.needs | metric.reference_needs:
-        signature["text"] = hashlib.sha256((sample.text or "").encode()).hexdigest()[:16]
+
+def _signature(metric: Metric, sample: Sample) -> dict[str, Any]:
+    """What a cached row depends on: size and modification time of the files the metric reads (with the kind an
+    alternative chose), the text's hash."""
+    signature: dict[str, Any] = {}
+    for side, files, needs in (("files", sample.files, metric.needs),
+                               ("reference", sample.reference, metric.reference_needs)):
+        for need in sorted(needs):
+            kind = first_kind(need, _kinds(files, sample.text))
+            if kind == "text":
+                signature["text"] = hashlib.sha256((sample.text or "").encode()).hexdigest()[:16]
+                continue
+            info = Path(files[kind]).stat()
+            signature[f"{side}.{need}"] = ([] if kind == need else [kind]) + [info.st_size, info.st_mtime_ns]
     return signature
+
+
+def directions(metric: Metric, summary: Mapping[str, Any]) -> dict[str, bool]:
+    """Summary key → higher is better, for the keys that have a direction: the headline (``higher_is_better``)
+    and those in the metric's optional ``directions``."""
+    declared = dict(getattr(metric, "directions", None) or {})
+    headline = next(iter(summary), None)
+    if headline is not None:
+        declared.setdefault(headline, bool(metric.higher_is_better))
+    return {key: bool(declared[key]) for key in summary if key in declared}
 
 
 def _plain(value: Any) -> Any:
@@ -331,6 +394,7 @@ def evaluate(
     pipeline=None,
     outputs: str | os.PathLike | None = None,
     benchmark_root: str | os.PathLike | None = None,
+    benchmark_options: Mapping[str, str] | None = None,
     metrics: Sequence[str] | None = None,
     metric_options: Mapping[str, Mapping[str, str]] | None = None,
     out: str | os.PathLike | None = None,
@@ -349,6 +413,8 @@ def evaluate(
             ``default``); or ``pipeline``, a ready pipeline object; or ``outputs``, a folder of outputs made
             elsewhere (``<id>.wav``, ``<id>.mp4``, ``<id>.npz`` or ``<id>/``), scored without generating.
         benchmark_root: The benchmark's local dataset folder (for lists not shipped with their plugin).
+        benchmark_options: The loader's options (``{"segment_seconds": "10"}`` for ``hdtf``), strings as on the
+            command line; recorded with the samples, so a folder made with other options is refused.
         metrics: Metric names; default: every registered metric these samples and references can feed that
             needs no user-supplied weights.
         metric_options: Per metric, its options (``{"wer": {"model": "/path"}}``), strings as on the command line.
@@ -368,7 +434,8 @@ def evaluate(
         if not metrics:
             raise InputError("--metrics is empty; name at least one metric (`mmflow evaluate --list`)")
     options = {name: dict(values) for name, values in (metric_options or {}).items()}
-    items = load_benchmark(benchmark, benchmark_root, limit, registry)
+    benchmark_options = dict(benchmark_options or {})
+    items = load_benchmark(benchmark, benchmark_root, limit, registry, benchmark_options)
     out = Path(out) if out is not None else Path("evaluation") / benchmark
     with output_folder(out) as out, folder_lock(out):
         given = read_outputs(outputs, items) if outputs is not None else None  # checked before any work
@@ -377,13 +444,15 @@ def evaluate(
         if given is not None:
             samples = given
         else:
-            samples = _generate(items, out / "samples", model, pipeline, seed, steps, device, benchmark, built,
-                                explicit, progress)
+            generator = Generator(out / "samples", model, pipeline, seed, steps, device, benchmark,
+                                  benchmark_options)
+            samples = _generate(items, generator, built, explicit, progress)
         built = check_needs(built, samples, explicit)
         if not built:
             raise InputError(f"no registered metric can score these samples (kinds "
                              f"{sorted(set.union(*(set(s.files) for s in samples)))}); `mmflow evaluate --list`")
         results = {"benchmark": benchmark, "benchmark_root": None if benchmark_root is None else str(benchmark_root),
+                   "benchmark_options": benchmark_options,
                    "model": None if outputs is not None else _describe_model(model, pipeline),
                    "outputs": None if outputs is None else str(outputs), "seed": seed, "steps": steps,
                    "items": len(samples), "metrics": {}}
@@ -394,7 +463,8 @@ def evaluate(
             headline = next(iter(summary), None)
             results["metrics"][name] = {"headline": headline, "value": summary.get(headline),
                                         "higher_is_better": bool(metric.higher_is_better), "n": len(rows),
-                                        "options": options.get(name, {}), "summary": summary}
+                                        "options": options.get(name, {}), "summary": summary,
+                                        "directions": directions(metric, summary)}
         results = jsonable(results)
         write_text_atomic(out / "results.json", json.dumps(results, indent=2, allow_nan=False) + "\n")
         write_text_atomic(out / "results.md", markdown_table(results) + "\n")
@@ -408,12 +478,11 @@ def _describe_model(model, pipeline) -> str:
     return "default" if model is None else str(model)
 
 
-def _generate(items, folder, model, pipeline, seed, steps, device, benchmark, built, explicit, progress):
+def _generate(items, generator: Generator, built, explicit, progress):
     """Every item's sample, generating what is missing; the metrics' needs are checked on the first sample, so
     an unfed requested metric fails before the rest is generated."""
     from tqdm.auto import tqdm
 
-    generator = Generator(folder, model, pipeline, seed, steps, device, benchmark)
     generator.check_settings()
     samples = []
     for index, item in enumerate(tqdm(items, desc="generating", unit="item", disable=not progress)):
