@@ -124,3 +124,32 @@ def test_celebv_dub_names_what_is_missing(tmp_path):
     (test / "clip_a.txt").write_text("  ")
     with pytest.raises(InputError, match="is empty"):
         load_celebv_dub(tmp_path)
+
+
+def test_hdtf_stops_after_limit_and_takes_a_segment_length(tmp_path, cache, monkeypatch):
+    monkeypatch.setattr(benchmarks, "MIN_SEGMENT_SECONDS", 0.4)
+    root = tmp_path / "hdtf"
+    root.mkdir()
+    _clip(root / "a.mp4", 2.6)
+    _clip(root / "b.mp4", 2.6)
+    options = {"segment_seconds": "1"}
+    items = load_hdtf(root, limit=2, options=options)
+    assert [item.id for item in items] == ["a_000", "a_001"]
+    written = sorted(p.name for p in cache.rglob("*.mp4"))
+    assert written == ["a_000.mp4", "a_001.mp4"]  # nothing cut beyond the limit: no a_002, no b_*
+    assert [item.id for item in load_hdtf(root, limit=3, options=options)] == ["a_000", "a_001", "a_002"]
+    # Another length: other segments, in their own cache folder (never the 1 s files under the same ids).
+    halves = load_hdtf(root, limit=1, options={"segment_seconds": "0.5"})
+    assert halves[0].meta["end"] == 0.5 and read_video(halves[0].reference["video"]).num_frames == 12
+    assert halves[0].reference["video"] != items[0].reference["video"]
+    # Through the runner: --limit and --benchmark-option reach the registered loader.
+    from mmflow.evaluation.runner import load_benchmark
+    from mmflow.plugins import get_registry
+
+    through = load_benchmark("hdtf", root, limit=4, registry=get_registry(), options=options)
+    assert [item.id for item in through] == ["a_000", "a_001", "a_002", "b_000"]
+    for bad, message in (({"segment_seconds": "0"}, "expected a number of seconds > 0"),
+                         ({"segment_seconds": "x"}, "segment_seconds=x"),
+                         ({"segment": "1"}, r"hdtf has no option\(s\) \['segment'\]")):
+        with pytest.raises(InputError, match=message):
+            load_hdtf(root, options=bad)

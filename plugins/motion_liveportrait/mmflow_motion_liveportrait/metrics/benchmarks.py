@@ -1,8 +1,10 @@
-"""Benchmark lists from local dataset folders: HDTF talking heads (20 s segments) and CelebV-Dub test (dubbing).
+"""Benchmark lists from local dataset folders: HDTF talking heads (20 s segments; ``--benchmark-option
+segment_seconds=N`` for others) and CelebV-Dub test (dubbing).
 
 Neither dataset may be redistributed, so both are read from a folder the user has; what the items need that the
 folder does not hold as files (a segment's first frame, its audio, its video) is written once to a cache,
-``$XDG_CACHE_HOME/mmflow/benchmarks/<name>/<hash of the source file>/``, never into the dataset folder.
+``$XDG_CACHE_HOME/mmflow/benchmarks/<name>/[<segment length>/]<hash of the source file>/``, never into
+the dataset folder.
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import logging
 import math
 import os
 import wave
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -177,14 +179,44 @@ def materialise(parts: list[Segment]) -> None:
 # ------------------------------------------------------------------------------------------------ loaders
 
 
-def load_hdtf(root: Path | None) -> list[BenchmarkItem]:
-    """HDTF as the paper evaluates talking heads: every 20 s segment of every clip, task ``audio_to_motion``
-    (the segment's speech drives the face of its first frame); references: the segment's video and audio."""
-    items = []
+HDTF_OPTIONS = {"segment_seconds": f"length of the segments each clip is cut into (default {SEGMENT_SECONDS:g})"}
+
+
+def hdtf_segment_seconds(options: Mapping[str, str] | None) -> float:
+    """The ``segment_seconds`` option (default :data:`SEGMENT_SECONDS`); other keys are refused by name."""
+    options = dict(options or {})
+    unknown = sorted(set(options) - set(HDTF_OPTIONS))
+    if unknown:
+        raise InputError(f"benchmark hdtf has no option(s) {unknown}; it takes "
+                         f"{'; '.join(f'{k}: {v}' for k, v in HDTF_OPTIONS.items())}")
+    if "segment_seconds" not in options:
+        return SEGMENT_SECONDS
+    try:
+        seconds = float(options["segment_seconds"])
+    except ValueError:
+        seconds = math.nan
+    if not 0 < seconds < math.inf:
+        raise InputError(f"--benchmark-option segment_seconds={options['segment_seconds']}: expected a number of "
+                         f"seconds > 0 (the paper: {SEGMENT_SECONDS:g})")
+    return seconds
+
+
+def load_hdtf(root: Path | None, limit: int | None = None,
+              options: Mapping[str, str] | None = None) -> list[BenchmarkItem]:
+    """HDTF as the paper evaluates talking heads: every 20 s segment (option ``segment_seconds``) of every clip,
+    task ``audio_to_motion`` (the segment's speech drives the face of its first frame); references: the segment's
+    video and audio. With ``limit``, only the first ``limit`` segments are cut and written."""
+    length = hdtf_segment_seconds(options)
+    minimum = min(MIN_SEGMENT_SECONDS, length)
+    items: list[BenchmarkItem] = []
     for video in _videos(root, "benchmark hdtf", HDTF_LAYOUT):
-        parts = segments(video, cache_root("hdtf") / _source_key(video))
+        if limit is not None and len(items) >= limit:
+            break
+        parts = segments(video, cache_root("hdtf") / f"{length:g}s" / _source_key(video), length, minimum)
         if not parts:
-            logger.warning("%s: shorter than %.0f s; not in the list", video, MIN_SEGMENT_SECONDS)
+            logger.warning("%s: shorter than %.0f s; not in the list", video, minimum)
+        if limit is not None:
+            parts = parts[:limit - len(items)]
         materialise(parts)
         for part in parts:
             if not part.ready():
