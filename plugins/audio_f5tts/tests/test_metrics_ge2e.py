@@ -28,7 +28,7 @@ def _wav(folder, name, text, voice):
 def test_same_voice_scores_above_different_voice(tmp_path):
     metric = make_speaker_sim_ge2e({}, tmp_path)
     assert isinstance(metric, Metric) and metric.name == "speaker_sim_ge2e"
-    assert metric.reference_needs == {"prompt_audio"} and metric.higher_is_better
+    assert metric.reference_needs == {"prompt_audio|audio"} and metric.higher_is_better
     female, male = Voice("en-us+f3", pitch=55), Voice("en-us+m3", rate=150, pitch=45)
     prompt = _wav(tmp_path, "prompt", PROMPT, female)
     samples = [Sample("same", {"audio": _wav(tmp_path, "same", SAID, female)}, reference={"prompt_audio": prompt}),
@@ -37,11 +37,22 @@ def test_same_voice_scores_above_different_voice(tmp_path):
     assert -1.0 <= other < same <= 1.0
     assert same - other > 0.1, (same, other)
     summary = metric.summarise(metric.score(samples))
-    assert list(summary) == ["speaker_sim_ge2e"]
+    assert list(summary) == ["speaker_sim_ge2e", "reference"] and summary["reference"] == "prompt_audio"
     assert summary["speaker_sim_ge2e"] == pytest.approx((same + other) / 2)
+    # Without a prompt (the synthetic benchmark), the item's own recording is the reference, and rows say so.
+    recording = _wav(tmp_path, "recording", PROMPT, male)
+    mixed = [samples[0], Sample("bare", {"audio": samples[1].files["audio"]}, reference={"audio": recording})]
+    rows = metric.score(mixed)
+    assert [row["reference"] for row in rows] == ["prompt_audio", "audio"]
+    assert rows[0]["speaker_sim_ge2e"] == pytest.approx(same)
+    assert rows[1]["speaker_sim_ge2e"] > same - 0.1  # the male recording matches the male output
+    assert metric.summarise(rows)["reference"] == "prompt_audio (1), audio (1)"
 
 
 def test_reference_kind_option(tmp_path):
     assert make_speaker_sim_ge2e({"reference": "audio"}, tmp_path).reference_needs == {"audio"}
-    with pytest.raises(InputError, match="prompt_audio or audio"):
-        make_speaker_sim_ge2e({"reference": "video"}, tmp_path)
+    assert make_speaker_sim_ge2e({"reference": "audio|prompt_audio"}, tmp_path).reference_needs == {
+        "audio|prompt_audio"}
+    for bad in ("video", "audio|video", "audio|audio"):
+        with pytest.raises(InputError, match=r"reference=.*expected prompt_audio\|audio"):
+            make_speaker_sim_ge2e({"reference": bad}, tmp_path)

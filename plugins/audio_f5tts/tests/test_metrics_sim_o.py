@@ -146,7 +146,7 @@ def test_metric_matches_f5tts_run_sim(official, tmp_path):
     sf.write(generated, (rng.standard_normal(24_000) * 0.1).astype(np.float32), 24_000, subtype="FLOAT")
     sf.write(prompt, (rng.standard_normal(20_000) * 0.1).astype(np.float32), 16_000, subtype="FLOAT")
     metric = make_sim_o({"checkpoint": str(path)}, tmp_path)
-    assert isinstance(metric, Metric) and metric.reference_needs == {"prompt_audio"}
+    assert isinstance(metric, Metric) and metric.reference_needs == {"prompt_audio|audio"}
     rows = metric.score([Sample("x", {"audio": generated}, reference={"prompt_audio": prompt})])
     wav1 = torch.from_numpy(sf.read(generated, dtype="float32")[0])[None]
     wav1 = torchaudio.transforms.Resample(24_000, 16_000)(wav1)
@@ -154,7 +154,9 @@ def test_metric_matches_f5tts_run_sim(official, tmp_path):
     with torch.no_grad():
         expected = F.cosine_similarity(f5(wav1), f5(wav2))[0].item()
     assert rows[0]["sim_o"] == pytest.approx(expected, abs=1e-5)
-    assert metric.summarise(rows) == {"sim_o": rows[0]["sim_o"]}
+    assert rows[0]["reference"] == "prompt_audio"
+    assert metric.summarise(rows) == {"sim_o": rows[0]["sim_o"], "reference": "prompt_audio"}
+    assert metric.directions == {"sim_o": True}
 
 
 def test_missing_checkpoint_names_the_option(tmp_path):

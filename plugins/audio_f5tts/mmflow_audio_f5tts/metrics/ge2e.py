@@ -16,7 +16,7 @@ import numpy as np
 from mmflow.codecs import InputError
 
 from .options import check_options
-from .speaker import REFERENCE_HELP, SpeakerSimilarity, reference_kind
+from .speaker import DEFAULT_REFERENCE, REFERENCE_HELP, SpeakerSimilarity, reference_kind
 
 OPTIONS = {"reference": REFERENCE_HELP}
 
@@ -27,7 +27,7 @@ class GE2ESimilarity(SpeakerSimilarity):
     name = "speaker_sim_ge2e"
     batch_size = 16
 
-    def __init__(self, reference: str = "prompt_audio") -> None:
+    def __init__(self, reference: str = DEFAULT_REFERENCE) -> None:
         super().__init__(reference)
         try:
             from resemblyzer import VoiceEncoder, preprocess_wav

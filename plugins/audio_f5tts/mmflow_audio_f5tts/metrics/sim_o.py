@@ -26,7 +26,7 @@ from mmflow.codecs import InputError
 
 from .ecapa import EcapaHead
 from .options import check_options, existing_path
-from .speaker import REFERENCE_HELP, SpeakerSimilarity, reference_kind
+from .speaker import DEFAULT_REFERENCE, REFERENCE_HELP, SpeakerSimilarity, reference_kind
 from .wavlm import PREFIX, WavLMHiddenStates, official_to_hf, wavlm_config
 
 logger = logging.getLogger(__name__)
@@ -112,7 +112,7 @@ class SimO(SpeakerSimilarity):
     name = "sim_o"
     batch_size = 4
 
-    def __init__(self, verifier: SpeakerVerifier, device: str = "cpu", reference: str = "prompt_audio") -> None:
+    def __init__(self, verifier: SpeakerVerifier, device: str = "cpu", reference: str = DEFAULT_REFERENCE) -> None:
         super().__init__(reference)
         self.verifier = verifier.to(device)
         self.device = device

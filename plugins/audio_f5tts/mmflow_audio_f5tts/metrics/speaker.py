@@ -1,8 +1,10 @@
 """What the speaker-similarity metrics share: per sample, one similarity between the generated audio and a
-reference clip of a chosen kind (the original prompt by default); the reported figure is the mean."""
+reference clip of a chosen kind (the original prompt where the benchmark gives one, else the item's recording);
+the reported figure is the mean."""
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -10,23 +12,37 @@ from typing import Any
 import numpy as np
 
 from mmflow.codecs import InputError
-from mmflow.evaluation import Sample
+from mmflow.evaluation import Sample, first_kind
 
 REFERENCE_KINDS = ("prompt_audio", "audio")
-REFERENCE_HELP = "prompt_audio (default: the original prompt clip) or audio (the item's reference recording)"
+DEFAULT_REFERENCE = "prompt_audio|audio"
+"""The original prompt clip where the benchmark gives one (F5-TTS's SIM-o), else the item's own recording."""
+REFERENCE_HELP = ("prompt_audio|audio (default: the prompt clip where there is one, else the item's recording), "
+                  "prompt_audio (the prompt only) or audio (the recording only)")
 
 
 def reference_kind(metric: str, options: Mapping[str, str]) -> str:
-    """The ``reference`` option: which reference file the generated speech is compared with."""
-    kind = options.get("reference", REFERENCE_KINDS[0])
-    if kind not in REFERENCE_KINDS:
-        raise InputError(f"--metric-option {metric}.reference={kind}: expected {' or '.join(REFERENCE_KINDS)}")
+    """The ``reference`` option: which reference file the generated speech is compared with — a kind, or kinds
+    in order of preference joined by ``|`` (a need with alternatives, ``mmflow.evaluation.first_kind``)."""
+    kind = options.get("reference", DEFAULT_REFERENCE)
+    kinds = kind.split("|")
+    if not kinds or any(k not in REFERENCE_KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+        raise InputError(f"--metric-option {metric}.reference={kind}: expected {REFERENCE_HELP}")
     return kind
+
+
+def references_used(kinds: Sequence[str]) -> str:
+    """The reference kinds the rows were compared with: one kind, or each with its count (``prompt_audio (3),
+    audio (2)``)."""
+    counts = Counter(kinds)
+    if len(counts) == 1:
+        return next(iter(counts))
+    return ", ".join(f"{kind} ({count})" for kind, count in counts.most_common())
 
 
 class SpeakerSimilarity:
     """Base of a speaker-similarity metric: subclasses set ``name`` and ``batch_size`` and define
-    :meth:`similarity`."""
+    :meth:`similarity`. Each row says which reference kind it was compared with, and so does the summary."""
 
     name: str
     batch_size: int
@@ -36,13 +52,22 @@ class SpeakerSimilarity:
     def __init__(self, reference: str) -> None:
         self.reference = reference
         self.reference_needs = frozenset({reference})
+        self.directions = {self.name: True}
 
     def similarity(self, generated: Path, reference: Path) -> float:
         raise NotImplementedError
 
     def score(self, samples: Sequence[Sample]) -> list[dict[str, Any]]:
-        return [{self.name: self.similarity(sample.files["audio"], sample.reference[self.reference])}
-                for sample in samples]
+        rows = []
+        for sample in samples:
+            kind = first_kind(self.reference, sample.reference)
+            if kind is None:
+                raise InputError(f"{self.name}: sample {sample.id!r} has no {self.reference} reference")
+            rows.append({self.name: self.similarity(sample.files["audio"], sample.reference[kind]), "reference": kind})
+        return rows
 
-    def summarise(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, float]:
-        return {self.name: float(np.mean([row[self.name] for row in rows]))} if rows else {}
+    def summarise(self, rows: Sequence[Mapping[str, Any]]) -> dict[str, Any]:
+        if not rows:
+            return {}
+        return {self.name: float(np.mean([row[self.name] for row in rows])),
+                "reference": references_used([row.get("reference", self.reference) for row in rows])}
