@@ -100,6 +100,8 @@ def test_tiny_en_transcribes_and_scores(tmp_path):
     assert rows[1]["wer"] >= 0.75, rows[1]  # nothing said: (nearly) every word deleted
     summary = metric.summarise(rows)
     assert list(summary)[0] == "wer (whisper tiny.en)"
+    assert metric.directions == {"wer (whisper tiny.en)": False, "wer_pooled": False}  # both keys of the summary
+    assert set(metric.directions) == set(summary)
     assert summary["wer (whisper tiny.en)"] == pytest.approx((rows[0]["wer"] + rows[1]["wer"]) / 2)
     assert metric.score([Sample("stella", {"audio": path}, text=text)])[0]["hypothesis"] == rows[0]["hypothesis"]
 

@@ -150,6 +150,7 @@ class SyncMetric:
     """Lip-sync proxy: a per-frame mouth opening (from ``mouth_kind`` files) against the speech envelope."""
 
     higher_is_better = True
+    directions = {"r": True, "r_at_0": True}
     reference_needs = frozenset()
 
     def __init__(self, name: str, mouth_kind: str, max_lag: int, window_seconds: float, batch_size: int = 4):

@@ -102,6 +102,8 @@ def test_mouth_sync_without_a_face_is_an_undefined_row(tmp_path):
     rows = metric.score([Sample("b", {"audio": tmp_path / "blank.wav", "video": tmp_path / "blank.mp4"})])
     assert rows[0]["r"] is None and "face" in rows[0]["error"]
     assert metric.summarise(rows)["undefined"] == 1
+    assert metric.directions == {"r": True, "r_at_0": True}
+    assert set(metric.directions) <= set(metric.summarise(rows))
 
 
 def test_synthetic_benchmark_lists_the_held_out_sentences(tmp_path):

@@ -348,7 +348,7 @@ def test_set_metric_caches_features_and_counts_a_shared_reference_once(tmp_path,
     assert sorted(features.calls) == ["g1.bin", "g2.bin", "g3.bin", "ref.bin"]
     assert sorted(hashed) == ["g1.bin", "g2.bin", "g3.bin", "ref.bin"]  # the shared reference is hashed once
     summary = metric.summarise(rows)
-    assert list(summary)[0] == "fid"
+    assert list(summary)[0] == "fid" and metric.directions == {"fid": False}
     assert summary["fid_generated_features"] == 12 and summary["fid_reference_features"] == 4
     generated = np.concatenate([features(paths[n]) for n in ("g1", "g2", "g3")])
     expected = frechet_distance(*feature_statistics(generated), *feature_statistics(features(paths["ref"])))
@@ -400,4 +400,5 @@ def test_fid_and_fvd_end_to_end_on_small_videos(inception_file, i3d_file, tmp_pa
         assert metric.score(mirror)[0]["features"] == rows[0]["reference_features"]  # the same file, cached once
     # FID's summary is the same code on 2048-d features (a 2048² sqrtm takes minutes on this CPU): FVD's is run
     summary = fvd.summarise(rows)
+    assert fvd.directions == {"fvd": False}
     assert summary["fvd"] > 0 and summary["fvd_generated_features"] == summary["fvd_reference_features"] == 4

@@ -286,6 +286,7 @@ def test_lse_scores_a_face_video_with_random_weights(tmp_path, weights, face_cli
     assert -15 <= row["offset"] <= 15 and math.isfinite(row["lse_d"]) and row["lse_c"] >= 0
     summary = metric.summarise(rows + [{"scored": False, "reason": "no face found"}])
     assert list(summary)[:2] == ["lse_c", "lse_d"]
+    assert metric.directions == {"lse_c": True, "lse_d": False}  # distance: lower is better
     assert summary["lse_c"] == pytest.approx(row["lse_c"]) and summary["unscored"] == 1
 
 

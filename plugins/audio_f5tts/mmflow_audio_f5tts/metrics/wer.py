@@ -61,6 +61,7 @@ class WhisperWER:
             raise InputError(f"--metric-option wer.device={device}: expected auto, cpu or cuda")
         compute_type = compute_type or ("float16" if device == "cuda" else "float32")
         self.label = label
+        self.directions = {f"wer ({label})": False, "wer_pooled": False}
         self.beam_size = beam_size
         self._seed = ctranslate2.set_random_seed
         logger.info("wer: %s (%s, %s, %s)", label, model_path, device, compute_type)

@@ -77,6 +77,7 @@ class FrechetMetric:
     def __init__(self, name: str, workdir: Path, extract: Callable[[Path], np.ndarray], protocol: str,
                  batch_size: int = 1, ddof: int = 1) -> None:
         self.name = name
+        self.directions = {name: False}
         self.batch_size = batch_size
         self.extract = extract
         self.ddof = ddof

@@ -259,6 +259,7 @@ class LSEMetric:
 
     name = "lse"
     higher_is_better = True
+    directions = {"lse_c": True, "lse_d": False}
     batch_size = 4
 
     def __init__(self, model: SyncNetV2, audio: str = "generated", vshift: int = VSHIFT, device: str = "cpu",
