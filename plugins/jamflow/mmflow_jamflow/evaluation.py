@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import logging
 import math
-import os
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -233,11 +232,6 @@ def make_motion_sync(options: Mapping[str, str], workdir: Path) -> SyncMetric:
 # ------------------------------------------------------------------------------------------------ benchmarks
 
 
-def _cache_folder() -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mmflow" / "benchmarks" / "synthetic"
-
-
 def _espeak_references(sentences: Sequence[str], folder: Path) -> list[Path] | None:
     """The espeak-ng speech of each sentence (the corpus's default voice) as wav files in ``folder``, written once;
     None when espeak-ng is not available."""
@@ -267,7 +261,9 @@ def synthetic_items(root: Path | None, joint_attention: bool = True) -> list[Ben
     from mmflow_motion_liveportrait.face import demo_portrait_path
 
     portrait = str(demo_portrait_path())
-    references = _espeak_references(HELD_OUT_SENTENCES, Path(root) if root is not None else _cache_folder())
+    from mmflow_motion_liveportrait.metrics.benchmarks import cache_root
+
+    references = _espeak_references(HELD_OUT_SENTENCES, Path(root) if root is not None else cache_root("synthetic"))
     items = []
     for i, text in enumerate(HELD_OUT_SENTENCES):
         inputs: dict[str, Any] = {"text": text, "portrait": portrait}
