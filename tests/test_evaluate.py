@@ -395,3 +395,14 @@ def test_a_need_with_alternatives_takes_the_first_kind_each_sample_has(tmp_path)
     assert results["metrics"]["ref_kind"]["value"] == pytest.approx((0.5 + 0.75) / 2, abs=1e-3)
     with pytest.raises(InputError, match=r"ref_kind needs reference \['prompt_audio\|audio'\]"):
         evaluate("bare", out=tmp_path / "bare", **go)
+
+
+def test_the_command_passes_benchmark_options_to_the_loader(tmp_path, capsys):
+    from mmflow.cli import main
+
+    common = ["evaluate", "--benchmark", "synthetic", "--outputs", str(tmp_path), "--out", str(tmp_path / "ev")]
+    assert main([*common, "--benchmark-option", "voice=x"]) != 0
+    assert "benchmark 'synthetic' takes no --benchmark-option (got ['voice'])" in capsys.readouterr().err
+    assert main([*common, "--benchmark-option", "voice"]) != 0
+    assert "--benchmark-option takes KEY=VALUE" in capsys.readouterr().err
+    assert not (tmp_path / "ev").exists()
