@@ -11,9 +11,16 @@ Reported per case:
 * ``first_file_s``: launch → the first output file complete (its mtime; outputs are written atomically, so a
   file exists only once whole). Nothing is streamed, so this is when the whole generation is done and the
   wav has been written, not a streaming latency;
+* ``first_byte_s``: launch → the first byte of any output on disk (the parent polls the output folder, temporary
+  files of the atomic writes included, every 10 ms);
+* ``cpu_s``: the child's user + system CPU seconds (its rusage). The machine is shared: wall clock grows with the
+  other users' load, CPU seconds much less, so compare runs on both;
 * ``peak_rss_mb``: the child's ``ru_maxrss`` (VmHWM), read in the parent after the child exits;
 * ``import_s``: the child's first statement → mmflow's CLI and the JAM-Flow pipeline imported (the interpreter's
   own start-up, about 0.1 s, is in wall_s only);
+* ``import_chain_s`` (``--profile`` runs only, measured before the profiler starts): the start-up imports taken
+  one link at a time in the order they pull each other in (``IMPORT_CHAIN``), seconds per link, and which heavy
+  third-party packages are loaded after the whole start-up (``HEAVY``);
 * ``breakdown_s`` (``--profile`` runs only, a second subprocess per case under cProfile, so its seconds carry
   the profiler's overhead and are for proportions): cumulative time in the text front end, sampling, vocoder,
   render, mux and file writing.
@@ -56,6 +63,25 @@ TEXTS = {
 }
 """Texts whose default-speed speech lasts about 2, 6 and 60 seconds (the written wav says exactly how long)."""
 
+IMPORT_CHAIN = [
+    ("torch", "import torch"),
+    ("diffusers (its utils import torch._dynamo, sympy)", "import diffusers"),
+    ("ModelMixin (diffusers.quantizers imports transformers)", "from diffusers.models.modeling_utils import ModelMixin"),
+    ("PeftAdapterMixin (diffusers.hooks imports peft -> transformers.modeling_utils, scipy)",
+     "from diffusers.loaders.peft import PeftAdapterMixin"),
+    ("DiffusionPipeline (imports AutoencoderKL: every diffusers model module)",
+     "from diffusers.pipelines.pipeline_utils import DiffusionPipeline"),
+    ("mmflow, its CLI and the JAM-Flow plugin", "from mmflow_jamflow import cli, pipeline; from mmflow.cli import main"),
+]
+"""The start-up imports of ``mmflow generate`` one link at a time: each line imports what the next needs of
+diffusers first, so its seconds are what that link adds. mmflow's classes derive from all four diffusers bases
+(``MMDiT``: ``ModelMixin``, ``PeftAdapterMixin``; ``MMFlowPipeline``: ``DiffusionPipeline``), so none can be
+skipped on the generate path."""
+
+HEAVY = ["torch._dynamo", "sympy", "transformers", "transformers.modeling_utils", "peft", "scipy", "accelerate",
+         "onnxruntime", "pyarrow", "datasets", "pandas", "cv2", "av", "dlib"]
+"""Third-party packages whose presence after start-up the profiled runs list."""
+
 PHASES = {
     "plugin_registry": [("mmflow/plugins.py", "build_registry")],
     "model_load": [("mmflow/pipeline.py", "from_pretrained")],
@@ -73,15 +99,47 @@ PHASES = {
 codec's ``decode`` renders the frames; ``make_renderer`` is the renderer's set-up (portrait, landmarks)."""
 
 
-def _child(argv: list[str], import_mark: Path) -> int:
-    """Run ``mmflow generate`` in this process, noting when its imports were done."""
+def _import_chain() -> dict[str, float]:
+    """Seconds of each ``IMPORT_CHAIN`` link, imported in order in this process."""
+    seconds = {}
+    for link, statement in IMPORT_CHAIN:
+        begun = time.time()
+        exec(statement, {})
+        seconds[link] = round(time.time() - begun, 3)
+    return seconds
+
+
+def _child(argv: list[str], import_mark: Path, chain: dict[str, float] | None = None) -> int:
+    """Run ``mmflow generate`` in this process, noting when its imports were done (and, given the ``chain`` that
+    ``_import_chain`` measured before, that and which ``HEAVY`` packages the imports loaded)."""
     started = time.time()
     from mmflow_jamflow import cli, pipeline  # noqa: F401  (what the command imports before the model loads)
 
     from mmflow.cli import main
 
-    import_mark.write_text(json.dumps({"import_s": time.time() - started}))
+    mark = {"import_s": time.time() - started}
+    if chain is not None:
+        mark["import_s"] += sum(chain.values())
+        mark["import_chain_s"] = chain
+        mark["heavy_modules_after_imports"] = [name for name in HEAVY if name in sys.modules]
+    import_mark.write_text(json.dumps(mark))
     return main(argv)
+
+
+def _first_byte(folder: Path, proc: subprocess.Popen, launched: float) -> float | None:
+    """Seconds from launch until any file under ``folder`` (temporary ones of atomic writes included) holds a
+    byte, polled every 10 ms while ``proc`` runs; None if none did before it exited. The child is not reaped
+    here (``WNOWAIT``), so that ``os.wait4`` still gets its rusage."""
+    while os.waitid(os.P_PID, proc.pid, os.WEXITED | os.WNOHANG | os.WNOWAIT) is None:
+        if folder.is_dir():
+            for path in folder.rglob("*"):
+                try:
+                    if path.is_file() and path.stat().st_size > 0:
+                        return time.time() - launched
+                except OSError:  # renamed or removed between listing and stat
+                    continue
+        time.sleep(0.01)
+    return None
 
 
 def _wav_seconds(path: Path) -> float:
@@ -112,8 +170,9 @@ def run_case(name: str, video: bool, profile: bool, env: dict[str, str] | None =
         argv = ["generate", "--text", TEXTS[name], "--out", str(out), *([] if video else ["--no-video"])]
         code = (f"import sys, json, pathlib; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
                 f"from cpu_realtime import _child; argv = json.loads(sys.argv[1]); ")
-        if profile:
-            code += (f"import cProfile; p = cProfile.Profile(); rc = p.runcall(_child, argv, pathlib.Path({str(mark)!r})); "
+        if profile:  # the import chain first (outside the profiler, whose overhead would swell it), then the run
+            code += (f"from cpu_realtime import _import_chain; chain = _import_chain(); import cProfile; "
+                     f"p = cProfile.Profile(); rc = p.runcall(_child, argv, pathlib.Path({str(mark)!r}), chain); "
                      f"p.dump_stats({str(stats)!r}); sys.exit(rc)")
         else:
             code += f"sys.exit(_child(argv, pathlib.Path({str(mark)!r})))"
@@ -123,22 +182,28 @@ def run_case(name: str, video: bool, profile: bool, env: dict[str, str] | None =
         with log.open("w") as handle:
             proc = subprocess.Popen([sys.executable, "-c", code, json.dumps(argv)], stdout=handle, stderr=handle,
                                     env=os.environ | (env or {}))
+            first_byte = _first_byte(out, proc, launched)
             _pid, status, usage = os.wait4(proc.pid, 0)  # this child's own rusage: ru_maxrss is its VmHWM
         wall = time.time() - launched
         if os.waitstatus_to_exitcode(status):
             raise RuntimeError(f"case {name} (video={video}) failed:\n{log.read_text()[-4000:]}")
         files = sorted(out.iterdir(), key=lambda p: p.stat().st_mtime)
         audio = _wav_seconds(out / "sample.wav")
+        marks = json.loads(mark.read_text())
         result = {
             "case": name, "video": video, "profiled": profile, "text_chars": len(TEXTS[name]),
             "wall_s": round(wall, 3), "audio_s": round(audio, 3), "rtf": round(wall / audio, 3),
             "first_file_s": round(files[0].stat().st_mtime - launched, 3), "first_file": files[0].name,
+            "first_byte_s": None if first_byte is None else round(first_byte, 3),
+            "cpu_s": round(usage.ru_utime + usage.ru_stime, 3),
             "load_avg_1min_before": round(load, 2),
-            "import_s": round(json.loads(mark.read_text())["import_s"], 3),
+            "import_s": round(marks["import_s"], 3),
             "peak_rss_mb": round(usage.ru_maxrss / 1024, 1),
             "outputs": [p.name for p in files],
         }
         if profile:
+            result["import_chain_s"] = marks["import_chain_s"]
+            result["heavy_modules_after_imports"] = marks["heavy_modules_after_imports"]
             result["breakdown_s"] = _phase_seconds(stats)
         return result
 
