@@ -23,6 +23,7 @@ from functools import lru_cache
 import torch
 import torch.nn.functional as F
 
+from .buckets import LengthBuckets, bucketed
 from .masks import AttentionMask
 from .split_attention import SPLIT_DTYPES, split_attention, whole_share
 
@@ -131,8 +132,16 @@ def check_backend_name(name: str) -> str:
     return name
 
 
-def attend(q, k, v, mask: AttentionMask | None, backend: str = "auto") -> torch.Tensor:
-    """Attention of ``q`` ``(b, h, N, d)`` over ``k``, ``v`` under ``mask`` with the named backend."""
+def attend(
+    q, k, v, mask: AttentionMask | None, backend: str = "auto", buckets: LengthBuckets | None = None
+) -> torch.Tensor:
+    """Attention of ``q`` ``(b, h, N, d)`` over ``k``, ``v`` under ``mask`` with the named backend.
+
+    With ``buckets`` each stream's tokens are padded up to its bucket length first (``mmflow.buckets``), so
+    masks and compiled kernels built for that bucket serve every length in it; the real tokens come back."""
+    if buckets is not None and mask is not None:
+        moved = bucketed(mask, buckets)
+        return moved.unpad(attend(moved.pad(q), moved.pad(k), moved.pad(v), moved.mask, backend))
     if backend == "auto":
         backend = auto_backend(mask, q.device, q.dtype)
     try:

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
@@ -47,6 +47,11 @@ class MaskRule:
     kind: str = ""
 
     def allowed(self, q: torch.Tensor, k: torch.Tensor, q_rate: Fraction, k_rate: Fraction) -> torch.Tensor:
+        return self.bind(q_rate, k_rate)(q, k)
+
+    def bind(self, q_rate: Fraction, k_rate: Fraction) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+        """``allowed`` for fixed rates, its rational arithmetic done here: the returned function does tensor
+        integer ops only, so FlexAttention's tracer (which turns changing ints into symbols) can run it."""
         raise NotImplementedError
 
     def to_config(self) -> dict:
@@ -68,8 +73,8 @@ class Full(MaskRule):
 
     kind = "all"
 
-    def allowed(self, q, k, q_rate, k_rate):
-        return torch.ones_like(q + k, dtype=torch.bool)
+    def bind(self, q_rate, k_rate):
+        return lambda q, k: torch.ones_like(q + k, dtype=torch.bool)
 
 
 class Blocked(MaskRule):
@@ -77,8 +82,8 @@ class Blocked(MaskRule):
 
     kind = "none"
 
-    def allowed(self, q, k, q_rate, k_rate):
-        return torch.zeros_like(q + k, dtype=torch.bool)
+    def bind(self, q_rate, k_rate):
+        return lambda q, k: torch.zeros_like(q + k, dtype=torch.bool)
 
 
 class LocalWindow(MaskRule):
@@ -91,7 +96,7 @@ class LocalWindow(MaskRule):
         if self.seconds < 0:
             raise ValueError(f"a local window needs seconds >= 0, got {self.seconds}")
 
-    def allowed(self, q, k, q_rate, k_rate):
+    def bind(self, q_rate, k_rate):
         # |q / q_rate − k / k_rate| ≤ w, multiplied through by every denominator so it stays exact:
         # |q · a2·b1·w2 − k · b2·a1·w2| ≤ w1·a1·b1 with q_rate = a1/a2, k_rate = b1/b2, w = w1/w2.
         a1, a2 = q_rate.numerator, q_rate.denominator
@@ -99,7 +104,8 @@ class LocalWindow(MaskRule):
         w1, w2 = self.seconds.numerator, self.seconds.denominator
         q_coef, k_coef, limit = a2 * b1 * w2, b2 * a1 * w2, w1 * a1 * b1
         common = math.gcd(math.gcd(q_coef, k_coef), limit) or 1
-        return (q * (q_coef // common) - k * (k_coef // common)).abs() <= limit // common
+        q_coef, k_coef, limit = q_coef // common, k_coef // common, limit // common
+        return lambda q, k: (q * q_coef - k * k_coef).abs() <= limit
 
     def to_config(self):
         return {"rule": self.kind, "seconds": f"{self.seconds.numerator}/{self.seconds.denominator}"}
@@ -110,12 +116,12 @@ class SameTime(MaskRule):
 
     kind = "same_time"
 
-    def allowed(self, q, k, q_rate, k_rate):
+    def bind(self, q_rate, k_rate):
         if q_rate >= k_rate:  # fast query: the one slow key frame holding its start time
-            ratio = k_rate / q_rate
-            return k == (q * ratio.numerator) // ratio.denominator
-        ratio = q_rate / k_rate  # slow query: the fast key frames starting inside it
-        return q == (k * ratio.numerator) // ratio.denominator
+            num, den = (k_rate / q_rate).numerator, (k_rate / q_rate).denominator
+            return lambda q, k: k == (q * num) // den
+        num, den = (q_rate / k_rate).numerator, (q_rate / k_rate).denominator  # slow query: the fast key frames
+        return lambda q, k: q == (k * num) // den  # starting inside it
 
 
 RULES = {rule.kind: rule for rule in (Full, Blocked, LocalWindow, SameTime)}
@@ -219,6 +225,7 @@ class MaskCache:
         self.max_entries, self.max_bytes = max_entries, max_bytes
         self._entries: OrderedDict[tuple, tuple[object, int]] = OrderedDict()
         self.hits = self.misses = 0
+        self.builds: Counter[str] = Counter()  # misses per kind of entry (a key's first item), for benchmarks
 
     def get(self, key: tuple, build: Callable[[], object]):
         if key in self._entries:
@@ -226,6 +233,7 @@ class MaskCache:
             self.hits += 1
             return self._entries[key][0]
         self.misses += 1
+        self.builds[key[0]] += 1
         value = build()
         size = _nbytes(value)
         if size <= self.max_bytes:
@@ -244,6 +252,7 @@ class MaskCache:
     def clear(self) -> None:
         self._entries.clear()
         self.hits = self.misses = 0
+        self.builds.clear()
 
 
 def _nbytes(value) -> int:
@@ -290,12 +299,18 @@ class AttentionMask:
     ``key_valid`` ``(b, N)`` marks real (non-padding) tokens; ``joint_view`` ``(b, S)`` says per sample whether
     each stream's queries see the other streams. Padding queries see every real key (their output is discarded
     by the model), so no row is empty.
+
+    The policy's own mask for the layout and joint views (the *structure*) is cached apart from the padding, so
+    masks that differ only in padding build it once. ``padding_from`` (one index per stream, set by length
+    bucketing, ``mmflow.buckets``) promises that padding starts at or after it in every sample: the BlockMask's
+    block tables are then built once for every padding in that range and only the padding itself changes.
     """
 
     policy: MaskPolicy
     segments: tuple[StreamSegment, ...]
     key_valid: torch.Tensor | None = None
     joint_view: torch.Tensor | None = None
+    padding_from: tuple[int, ...] | None = None
     _dense: torch.Tensor | None = field(default=None, repr=False)
     _block: object | None = field(default=None, repr=False)
     _key: tuple | None = field(default=None, repr=False)
@@ -309,30 +324,43 @@ class AttentionMask:
     def is_full(self) -> bool:
         """True when every query sees every key: no mask needs to be applied at all (computed once: on a GPU
         each check is a device sync, and every layer asks)."""
-        if self.key_valid is not None and not bool(self.key_valid.all()):
-            return False
-        if self.joint_view is not None and len(self.segments) > 1 and not bool(self.joint_view.all()):
+        if self.padded or self.switched:
             return False
         return all(
             isinstance(self.policy.rule(a.name, b.name), Full) for a in self.segments for b in self.segments
         )
 
     @cached_property
+    def padded(self) -> bool:
+        """Whether some key is padding."""
+        return self.key_valid is not None and not bool(self.key_valid.all())
+
+    @cached_property
+    def switched(self) -> bool:
+        """Whether some sample's stream ignores the other streams (a per-sample joint-view switch is off)."""
+        return self.joint_view is not None and len(self.segments) > 1 and not bool(self.joint_view.all())
+
+    @cached_property
     def per_sample(self) -> bool:
         """Whether the mask differs between samples (padding or per-sample joint views)."""
-        padded = self.key_valid is not None and not bool(self.key_valid.all())
-        switched = self.joint_view is not None and not bool(self.joint_view.all())
-        return padded or switched
+        return self.padded or (self.joint_view is not None and not bool(self.joint_view.all()))
+
+    def _keys(self) -> tuple:
+        """(structure, padding): hashable keys of what the mask depends on (no padding or switch is ``None``)."""
+        if self._key is None:
+            policy = json.dumps(self.policy.to_config(), sort_keys=True)
+            structure = (policy, self.segments, _tensor_key(self.joint_view if self.switched else None))
+            self._key = (structure, _tensor_key(self.key_valid if self.padded else None))
+        return self._key
+
+    def structure_key(self, what: str, device: torch.device | str | None = None, *extra) -> tuple:
+        """Key in ``MASK_CACHE`` of something built from the policy, layout and joint views only (not padding)."""
+        return (what, None if device is None else str(torch.device(device)), *extra, *self._keys()[0])
 
     def cache_key(self, what: str, device: torch.device | str | None = None, *extra) -> tuple:
         """Key of a mask built from this one in ``MASK_CACHE``: ``what`` was built, on which device, from which
         policy, layout, padding and joint views (only what changes the mask: no padding is ``None``)."""
-        if self._key is None:
-            policy = json.dumps(self.policy.to_config(), sort_keys=True)
-            key_valid = self.key_valid if self.per_sample else None
-            joint_view = self.joint_view if self.per_sample and len(self.segments) > 1 else None
-            self._key = (policy, self.segments, _tensor_key(key_valid), _tensor_key(joint_view))
-        return (what, None if device is None else str(torch.device(device)), *extra, *self._key)
+        return (*self.structure_key(what, device, *extra), self._keys()[1])
 
     def _pair_allowed(self, qa: StreamSegment, kb: StreamSegment, q: torch.Tensor, k: torch.Tensor):
         return self.policy.rule(qa.name, kb.name).allowed(q, k, qa.rate, kb.rate)
@@ -344,10 +372,17 @@ class AttentionMask:
         if self._dense is not None:
             return self._dense
         device = device or (self.key_valid.device if self.key_valid is not None else "cpu")
-        self._dense = MASK_CACHE.get(self.cache_key("dense", device), lambda: self._build_dense(device))
+        if self.padded:
+            self._dense = MASK_CACHE.get(self.cache_key("dense", device), lambda: self._build_padded(device))
+        else:
+            self._dense = self.structure(device)
         return self._dense
 
-    def _build_dense(self, device: torch.device | str) -> torch.Tensor:
+    def structure(self, device: torch.device | str) -> torch.Tensor:
+        """The mask without padding ``(b or 1, 1, N, N)``: the policy on this layout, joint views applied."""
+        return MASK_CACHE.get(self.structure_key("structure", device), lambda: self._build_structure(device))
+
+    def _build_structure(self, device: torch.device | str) -> torch.Tensor:
         n = self.size
         base = torch.zeros(n, n, dtype=torch.bool, device=device)
         for qa in self.segments:
@@ -357,19 +392,20 @@ class AttentionMask:
                 block = self._pair_allowed(qa, kb, q, k)
                 base[qa.offset : qa.offset + qa.length, kb.offset : kb.offset + kb.length] = block
         mask = base[None]  # (1, N, N)
-        if self.per_sample:
+        if self.switched:
             mask = mask.expand(self._batch_size(), n, n).clone()
-            if self.joint_view is not None:
-                for s, seg in enumerate(self.segments):
-                    rows = slice(seg.offset, seg.offset + seg.length)
-                    own = torch.zeros(n, dtype=torch.bool, device=device)
-                    own[rows] = True
-                    off = ~self.joint_view[:, s].to(device)  # (b,)
-                    mask[off, rows, :] &= own
-            if self.key_valid is not None:
-                valid = self.key_valid.to(device)
-                mask &= valid[:, None, :]
-                mask |= (~valid)[:, :, None] & valid[:, None, :]  # padding queries: all real keys
+            for s, seg in enumerate(self.segments):
+                rows = slice(seg.offset, seg.offset + seg.length)
+                own = torch.zeros(n, dtype=torch.bool, device=device)
+                own[rows] = True
+                off = ~self.joint_view[:, s].to(device)  # (b,)
+                mask[off, rows, :] &= own
+        return mask.unsqueeze(1)
+
+    def _build_padded(self, device: torch.device | str) -> torch.Tensor:
+        valid = self.key_valid.to(device)
+        mask = self.structure(device)[:, 0] & valid[:, None, :]
+        mask |= (~valid)[:, :, None] & valid[:, None, :]  # padding queries: all real keys
         return mask.unsqueeze(1)
 
     def _batch_size(self) -> int:
@@ -383,31 +419,44 @@ class AttentionMask:
         segments = self.segments
         key_valid = self.key_valid if self.per_sample and self.key_valid is not None else None
         joint_view = self.joint_view if self.per_sample and self.joint_view is not None else None
-        pair_allowed = self._pair_allowed
+        # rules[s][t]: stream s's queries over stream t's keys (bound here: nothing rational left to trace)
+        rules = [[self.policy.rule(qa.name, kb.name).bind(qa.rate, kb.rate) for kb in segments] for qa in segments]
+        spans = [(seg.offset, seg.offset + seg.length) for seg in segments]
 
         def mask_mod(b, h, q_idx, kv_idx):
             allowed = torch.zeros_like(q_idx, dtype=torch.bool)
-            for s, qa in enumerate(segments):
-                in_q = (q_idx >= qa.offset) & (q_idx < qa.offset + qa.length)
-                for kb in segments:
-                    in_k = (kv_idx >= kb.offset) & (kv_idx < kb.offset + kb.length)
-                    ok = in_q & in_k & pair_allowed(qa, kb, q_idx - qa.offset, kv_idx - kb.offset)
-                    if joint_view is not None and kb is not qa:
+            for s, (q_start, q_stop) in enumerate(spans):
+                in_q = (q_idx >= q_start) & (q_idx < q_stop)
+                for t, (k_start, k_stop) in enumerate(spans):
+                    in_k = (kv_idx >= k_start) & (kv_idx < k_stop)
+                    ok = in_q & in_k & rules[s][t](q_idx - q_start, kv_idx - k_start)
+                    if joint_view is not None and t != s:
                         ok = ok & joint_view[b, s]
                     allowed = allowed | ok
             if key_valid is not None:
-                k_ok = key_valid[b, kv_idx]
-                allowed = (allowed & k_ok) | (~key_valid[b, q_idx] & k_ok)
+                row = b if key_valid.shape[0] > 1 else 0  # one row of padding shared by the whole batch
+                k_ok = key_valid[row, kv_idx]
+                allowed = (allowed & k_ok) | (~key_valid[row, q_idx] & k_ok)
             return allowed
 
         return mask_mod
 
     def block_mask(self, device: torch.device | str, block_size: int = 128, compile: bool | None = None):
         """FlexAttention ``BlockMask`` for this mask, built once per (policy, lengths, padding, joint views,
-        device, block size) and kept in ``MASK_CACHE``."""
+        device, block size) and kept in ``MASK_CACHE``; with ``padding_from`` its block tables are built once
+        for every padding that starts at or after it."""
         if self._block is None:
-            from torch.nn.attention.flex_attention import create_block_mask
+            from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
+            if self._padding_in_range():
+                tables = MASK_CACHE.get(
+                    self.structure_key("block_tables", device, block_size, self.padding_from),
+                    lambda: self._build_block_tables(device, block_size),
+                )
+                self._block = BlockMask.from_kv_blocks(
+                    *tables, BLOCK_SIZE=block_size, mask_mod=self.mask_mod(), seq_lengths=(self.size, self.size)
+                )
+                return self._block
             batch = self._batch_size() if self.per_sample else None
             if compile is None:
                 compile = torch.device(device).type == "cuda"
@@ -419,6 +468,46 @@ class AttentionMask:
                 ),
             )
         return self._block
+
+    def _padding_in_range(self) -> bool:
+        """Whether ``padding_from`` is set and every key before it is real in every sample."""
+        if self.padding_from is None:
+            return False
+        if not self.padded:
+            return True
+        return all(
+            bool(self.key_valid[:, seg.offset : seg.offset + start].all())
+            for seg, start in zip(self.segments, self.padding_from, strict=True)
+        )
+
+    def _build_block_tables(self, device: torch.device | str, block_size: int) -> tuple[torch.Tensor, ...]:
+        """FlexAttention block tables (partial, then full blocks) valid for any padding past ``padding_from``.
+
+        A block is full when the policy allows all of it and none of its keys may be padding; it is partial
+        (``mask_mod`` decides) when the policy allows some of it or some of its queries may be padding
+        (a padding query sees every real key)."""
+        n = self.size
+        maybe = torch.zeros(n, dtype=torch.bool, device=device)
+        for seg, start in zip(self.segments, self.padding_from, strict=True):
+            maybe[seg.offset + start : seg.offset + seg.length] = True
+        structure = self.structure(device)[:, 0]
+        blocks = -(-n // block_size)
+
+        def per_block(mask: torch.Tensor, reduce) -> torch.Tensor:
+            padded = torch.zeros(mask.shape[0], blocks * block_size, blocks * block_size, dtype=torch.bool, device=device)
+            padded[:, :n, :n] = mask
+            return reduce(reduce(padded.view(-1, blocks, block_size, blocks, block_size), 4), 2)
+
+        some = per_block(structure | maybe[None, :, None], lambda t, dim: t.any(dim))
+        full = per_block(structure & ~maybe[None, None, :], lambda t, dim: t.all(dim))
+        return (*_block_table(some & ~full), *_block_table(full))
+
+
+def _block_table(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(B, Q blocks, KV blocks)`` bool -> FlexAttention's (count ``(B, 1, Q)``, indices ``(B, 1, Q, KV)``)."""
+    count = blocks.sum(-1, dtype=torch.int32)
+    order = torch.argsort(blocks.to(torch.uint8), dim=-1, descending=True, stable=True).to(torch.int32)
+    return count[:, None].contiguous(), order[:, None].contiguous()
 
 
 def build_attention_mask(

@@ -200,6 +200,7 @@ class MMDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.mask_policy = self._resolve_policy(mask_policy, registry)
         self.mask_policy.validate(self.stream_names)
         self.attention_backend = check_backend_name(attention_backend)
+        self.length_buckets = None  # a mmflow.buckets.LengthBuckets pads attention to bucket lengths (off: None)
         self.reference_rate = (
             as_fraction(position_reference_rate, "position_reference_rate") if position_reference_rate else None
         )
@@ -249,7 +250,7 @@ class MMDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         return alone, joint
 
     def _attend(self, q, k, v, mask: AttentionMask):
-        return attend(q, k, v, mask, self.attention_backend)
+        return attend(q, k, v, mask, self.attention_backend, self.length_buckets)
 
     # ---------------------------------------------------------------------------------------------- forward
 

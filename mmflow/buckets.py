@@ -1,0 +1,127 @@
+"""Length bucketing: attention runs on sequences padded up to a few bucket lengths.
+
+A mask, a FlexAttention BlockMask or a compiled kernel is built for one sequence shape. A sampler that meets
+many lengths (every text gives another) would build each anew; with bucketing each stream's part of the joint
+sequence is padded at its end up to the next length of a geometric ladder (``LengthBuckets``), the padding is
+masked as key padding, and whatever was built for a bucket serves every length in it. The bucketed mask tells
+the BlockMask builder where padding may start (``AttentionMask.padding_from``: the bucket's smallest length),
+so its block tables are built once per bucket; dense masks keep the policy's part per bucket
+(``AttentionMask.structure``) and add only the padding.
+
+Padding happens around the attention call only: queries and keys arrive with their rotary positions already
+applied, so positions, time alignment and everything outside attention are untouched, and the real frames'
+outputs equal the unpadded run's (to float rounding: the kernels sum over a longer, masked row).
+
+Shape letters: ``b`` batch, ``h`` heads, ``N`` joint tokens, ``d`` head width.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+
+import torch
+
+from .masks import AttentionMask, StreamSegment, build_attention_mask
+
+
+@dataclass(frozen=True)
+class LengthBuckets:
+    """A geometric ladder of bucket lengths: ``min_length``, then × ``growth`` each step, each rounded up to a
+    multiple of ``multiple`` (at least ``multiple`` longer than the one before).
+
+    Padding costs at most a factor ``growth`` in tokens (``growth²`` in attention work); the number of buckets
+    up to length n grows as log(n) / log(growth). ``streams`` gives some streams their own ladder
+    (``{"motion": LengthBuckets(16, 1.25, 8)}``); the others use this one.
+    """
+
+    min_length: int = 64
+    growth: float = 1.25
+    multiple: int = 16
+    streams: Mapping[str, LengthBuckets] | None = None
+
+    def __post_init__(self):
+        if self.min_length < 1 or self.multiple < 1:
+            raise ValueError(
+                f"LengthBuckets needs min_length >= 1 and multiple >= 1, got {self.min_length} and {self.multiple}"
+            )
+        if not self.growth > 1:
+            raise ValueError(f"LengthBuckets needs growth > 1 (1.25 pads at most 25 %), got {self.growth}")
+        if self.streams is not None:  # frozen and hashable: a sorted tuple of (stream, ladder)
+            object.__setattr__(self, "streams", tuple(sorted(dict(self.streams).items())))
+
+    def ladder(self, stream: str | None = None) -> LengthBuckets:
+        """The ladder of ``stream`` (its own if it has one, else this one)."""
+        return dict(self.streams or ()).get(stream, self) if stream is not None else self
+
+    def bucket(self, length: int, stream: str | None = None) -> int:
+        """The smallest bucket length that holds ``length`` frames."""
+        ladder = self.ladder(stream)
+        return _bucket_bounds(ladder.min_length, ladder.growth, ladder.multiple, int(length))[1]
+
+    def smallest(self, length: int, stream: str | None = None) -> int:
+        """The smallest length that falls into the same bucket as ``length``."""
+        ladder = self.ladder(stream)
+        return _bucket_bounds(ladder.min_length, ladder.growth, ladder.multiple, int(length))[0]
+
+
+@lru_cache(maxsize=4096)
+def _bucket_bounds(min_length: int, growth: float, multiple: int, length: int) -> tuple[int, int]:
+    """(smallest length, bucket length) of the bucket holding ``length``."""
+    if length < 0:
+        raise ValueError(f"a sequence length must be >= 0, got {length}")
+    low, high = 0, multiple * math.ceil(min_length / multiple)
+    while high < length:
+        low, high = high, max(high + multiple, multiple * math.ceil(high * growth / multiple))
+    return (low + 1 if low else 0), high
+
+
+@dataclass(frozen=True)
+class BucketedMask:
+    """A mask moved onto the bucket layout: ``mask`` is for the padded sequence, ``index`` ``(N,)`` says where
+    each real token sits in it (``None``: the lengths already are bucket lengths and nothing moves)."""
+
+    mask: AttentionMask
+    index: torch.Tensor | None
+
+    def pad(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, h, N, d)`` -> ``(b, h, N_bucket, d)``, zeros in the padding."""
+        if self.index is None:
+            return x
+        shape = (*x.shape[:2], self.mask.size, x.shape[3])
+        return x.new_zeros(shape).index_copy(2, self.index.to(x.device), x)
+
+    def unpad(self, x: torch.Tensor) -> torch.Tensor:
+        """``(b, h, N_bucket, d)`` -> the real tokens ``(b, h, N, d)``."""
+        return x if self.index is None else x.index_select(2, self.index.to(x.device))
+
+
+def bucketed(mask: AttentionMask, buckets: LengthBuckets) -> BucketedMask:
+    """``mask`` on the bucket lengths of ``buckets`` (built once per mask and ladder, then kept on the mask)."""
+    key = ("bucketed", buckets)
+    if key not in mask._plans:
+        mask._plans[key] = _build_bucketed(mask, buckets)
+    return mask._plans[key]
+
+
+def _build_bucketed(mask: AttentionMask, buckets: LengthBuckets) -> BucketedMask:
+    segments, offset, index, starts = [], 0, [], []
+    for segment in mask.segments:
+        length = buckets.bucket(segment.length, segment.name)
+        segments.append(StreamSegment(segment.name, segment.rate, offset, length))
+        index.append(torch.arange(offset, offset + segment.length))
+        starts.append(buckets.smallest(segment.length, segment.name))
+        offset += length
+    index = torch.cat(index)
+    moved = offset != mask.size
+    device = next((t.device for t in (mask.key_valid, mask.joint_view) if t is not None), torch.device("cpu"))
+    key_valid = mask.key_valid
+    if moved:
+        batch = next((t.shape[0] for t in (mask.key_valid, mask.joint_view) if t is not None), 1)
+        key_valid = torch.zeros(batch, offset, dtype=torch.bool, device=device)
+        key_valid[:, index.to(device)] = True if mask.key_valid is None else mask.key_valid
+    padded = build_attention_mask(mask.policy, segments, key_valid, mask.joint_view)
+    padded.padding_from = tuple(starts)
+    return BucketedMask(padded, index if moved else None)

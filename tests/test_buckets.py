@@ -1,0 +1,160 @@
+"""Length bucketing: padded attention gives the unpadded outputs on the real frames, for every backend that
+runs on CPU, and what is built for a bucket (mask structure, BlockMask tables) serves every length in it."""
+
+from fractions import Fraction
+
+import pytest
+import torch
+
+from mmflow.attention import attend
+from mmflow.buckets import LengthBuckets, bucketed
+from mmflow.masks import MASK_CACHE, StreamSegment, build_attention_mask, local_global_policy
+
+AUDIO_RATE, MOTION_RATE = Fraction(375, 4), Fraction(25)
+BUCKETS = LengthBuckets(min_length=32, growth=1.25, multiple=8, streams={"motion": LengthBuckets(8, 1.25, 4)})
+VIEWS = torch.tensor([[True, True], [True, False], [False, True]])  # per sample: audio's, motion's joint view
+
+
+def jam_mask(n_audio, n_motion, key_valid=None, joint_view=None, window="0.08"):
+    segments = [StreamSegment("audio", AUDIO_RATE, 0, n_audio), StreamSegment("motion", MOTION_RATE, n_audio, n_motion)]
+    return build_attention_mask(local_global_policy("audio", "motion", window), segments, key_valid, joint_view)
+
+
+def qkv(batch, n, seed=0):
+    generator = torch.Generator().manual_seed(seed)
+    return [torch.randn(batch, 2, n, 16, generator=generator) for _ in range(3)]
+
+
+def test_the_ladder_holds_every_length_and_grows_geometrically():
+    ladder = LengthBuckets(min_length=64, growth=1.25, multiple=16)
+    previous = 0
+    for n in range(0, 3000):
+        bucket, smallest = ladder.bucket(n), ladder.smallest(n)
+        assert smallest <= n <= bucket and bucket % 16 == 0
+        assert ladder.bucket(smallest) == bucket and (smallest == 0 or ladder.bucket(smallest - 1) < bucket)
+        assert bucket >= previous
+        previous = bucket
+        if n > 64:
+            assert bucket < 1.25 * n + 16  # at most `growth` longer, up to the rounding
+    assert len({ladder.bucket(n) for n in range(1, 3000)}) <= 20
+    assert BUCKETS.bucket(9, "motion") == 12 and BUCKETS.bucket(9, "audio") == 32  # a stream's own ladder
+
+
+@pytest.mark.parametrize("kwargs, fix", [({"growth": 1.0}, "growth > 1"), ({"min_length": 0}, "min_length >= 1")])
+def test_a_bad_ladder_is_refused_with_the_fix(kwargs, fix):
+    with pytest.raises(ValueError, match=fix):
+        LengthBuckets(**kwargs)
+
+
+def _padded_views(batch, n_audio, n_motion):
+    valid = torch.ones(batch, n_audio + n_motion, dtype=torch.bool)
+    valid[1, n_audio - 6 : n_audio] = False  # sample 1: shorter audio and motion
+    valid[1, n_audio + n_motion - 2 :] = False
+    return valid, VIEWS[:batch]
+
+
+@pytest.mark.parametrize("backend", ["sdpa_masked", "split", "flex", "auto"])
+@pytest.mark.parametrize("case", ["plain", "padding", "views", "padding+views"])
+def test_bucketed_attention_equals_the_unpadded_run_on_the_real_frames(backend, case):
+    n_audio, n_motion = 45, 13  # buckets 56 and 16: both streams are padded
+    valid, views = _padded_views(3, n_audio, n_motion)
+    mask = jam_mask(n_audio, n_motion, valid if "padding" in case else None, views if "views" in case else None)
+    assert bucketed(mask, BUCKETS).mask.size == 56 + 16
+    q, k, v = qkv(3, n_audio + n_motion)
+    want = attend(q, k, v, mask, backend)
+    got = attend(q, k, v, mask, backend, buckets=BUCKETS)
+    torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+    reference = attend(q, k, v, mask, "sdpa_masked")  # and both are the masked attention itself
+    torch.testing.assert_close(got, reference, rtol=0, atol=1e-5)
+
+
+def test_bucketed_attention_has_the_same_gradients():
+    mask = jam_mask(45, 13, *_padded_views(3, 45, 13))
+    grads = []
+    for buckets in (None, BUCKETS):
+        q, k, v = (t.requires_grad_() for t in qkv(3, 58))
+        out = attend(q, k, v, mask, "split", buckets=buckets)
+        grads.append(torch.autograd.grad(out.square().sum(), (q, k, v)))
+    for want, got in zip(*grads, strict=True):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+
+
+def test_lengths_already_on_the_ladder_are_not_moved():
+    moved = bucketed(jam_mask(56, 16), BUCKETS)
+    assert moved.index is None and moved.mask.size == 72
+    q = qkv(1, 72)[0]
+    assert moved.pad(q) is q and moved.unpad(q) is q
+
+
+def test_a_bucket_builds_its_mask_structure_and_block_tables_once_for_all_its_lengths():
+    MASK_CACHE.clear()
+    lengths = [(47, 15), (50, 15), (53, 16), (56, 16)]  # one bucket (audio 41..56, motion 13..16), padding included
+    batch, outputs = 2, []
+    for n_audio, n_motion in lengths:
+        mask = jam_mask(n_audio, n_motion, *_padded_views(batch, n_audio, n_motion))
+        q, k, v = qkv(batch, n_audio + n_motion)
+        outputs.append([attend(q, k, v, mask, backend, buckets=BUCKETS) for backend in ("sdpa_masked", "flex")])
+    built = dict(MASK_CACHE.builds)
+    assert built["structure"] == 1 and built["block_tables"] == 1 and "block" not in built, built
+    assert built["dense"] == len(lengths)  # the padding itself differs per length: applied on the structure
+    for (n_audio, n_motion), got in zip(lengths, outputs, strict=True):
+        mask = jam_mask(n_audio, n_motion, *_padded_views(batch, n_audio, n_motion))
+        want = attend(*qkv(batch, n_audio + n_motion), mask, "sdpa_masked")
+        for out in got:
+            torch.testing.assert_close(out, want, rtol=0, atol=1e-5)
+
+
+def test_padding_before_the_bucket_start_falls_back_to_an_exact_blockmask():
+    MASK_CACHE.clear()
+    valid = torch.ones(2, 58, dtype=torch.bool)
+    valid[1, 20:45] = False  # sample 1 holds 20 audio frames: far below the bucket's smallest length (41)
+    mask = jam_mask(45, 13, valid, VIEWS[:2])
+    assert bucketed(mask, BUCKETS).mask.padding_from == (41, 13)
+    q, k, v = qkv(2, 58)
+    got = attend(q, k, v, mask, "flex", buckets=BUCKETS)
+    torch.testing.assert_close(got, attend(q, k, v, mask, "sdpa_masked"), rtol=0, atol=1e-5)
+    assert MASK_CACHE.builds["block"] == 1 and "block_tables" not in MASK_CACHE.builds
+
+
+def test_block_tables_agree_with_torchs_blockmask_where_no_padding_is_possible():
+    """Without padding the tables are create_block_mask's own (full blocks included), so nothing is lost."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    mask = jam_mask(300, 80, window="0.25")
+    mask.padding_from = (300, 80)
+    ours = mask.block_mask("cpu", block_size=32)
+    theirs = create_block_mask(mask.mask_mod(), None, None, 380, 380, device="cpu", BLOCK_SIZE=32)
+    assert torch.equal(ours.to_dense(), theirs.to_dense())
+    assert torch.equal(ours.full_kv_num_blocks, theirs.full_kv_num_blocks)
+
+
+def test_a_model_with_length_buckets_gives_the_same_velocities():
+    from mmflow.testing import tiny_batches, tiny_model
+
+    batches = tiny_batches(batch=3, seconds=(1.0, 0.6, 0.9))
+    generator = torch.Generator().manual_seed(3)
+    x = {n: torch.randn(b.latent.shape, generator=generator) for n, b in batches.items()}
+    t = torch.tensor([0.3, 0.7, 0.5])
+    views = {"fast": torch.tensor([True, False, True]), "slow": torch.tensor([True, True, False])}
+    for backend in ("sdpa_masked", "split", "flex"):
+        model = tiny_model(backend=backend)
+        with torch.no_grad():  # flex has no backward on CPU
+            want = model(x, t, batches, joint_view=views)
+            model.length_buckets = LengthBuckets(min_length=8, growth=1.5, multiple=8)
+            got = model(x, t, batches, joint_view=views)
+        for name in want:
+            valid = batches[name].valid
+            torch.testing.assert_close(got[name][valid], want[name][valid], rtol=0, atol=1e-5)
+
+
+def test_flex_keeps_working_as_lengths_and_rates_change():
+    """FlexAttention traces the mask_mod even in eager mode and turns ints that change between calls into
+    symbols; rational rule arithmetic inside it then failed (after a few lengths, at the next rates)."""
+    for n_audio, n_motion in [(45, 13), (50, 15), (56, 16)]:
+        mask = jam_mask(n_audio, n_motion, *_padded_views(2, n_audio, n_motion))
+        q, k, v = qkv(2, mask.size)
+        torch.testing.assert_close(attend(q, k, v, mask, "flex"), attend(q, k, v, mask, "sdpa_masked"), rtol=0, atol=1e-5)
+    segments = [StreamSegment("fast", Fraction(50), 0, 20), StreamSegment("slow", Fraction(15), 20, 6)]
+    mask = build_attention_mask(local_global_policy("fast", "slow", "0.2"), segments, joint_view=VIEWS[:2])
+    q, k, v = qkv(2, 26)
+    torch.testing.assert_close(attend(q, k, v, mask, "flex"), attend(q, k, v, mask, "sdpa_masked"), rtol=0, atol=1e-5)
