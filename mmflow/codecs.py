@@ -11,7 +11,10 @@ plugin through ``mmflow_stream_codecs``) to
 3. ``fit`` each piece to the frames the pipeline settled on (the same seconds in every stream) as a
    ``StreamTrack``;
 4. ``decode`` the generated latent (the part after the prompt) with its condition into outputs (arrays, a
-   waveform, a video...), and ``save`` those to files.
+   waveform, a video...), and ``save`` those to files. A codec may also say which file suffixes ``save`` will
+   write for given inputs, before anything runs (optional ``output_suffixes(inputs) -> set[str]``, e.g.
+   ``{".wav"}``; ``MMFlowPipeline.output_suffixes`` collects them, so ``mmflow evaluate`` refuses an unfed metric
+   before generating).
 
 Streams without a registered codec get ``TensorCodec``: arrays of latent frames in, arrays out.
 """
@@ -163,6 +166,9 @@ class TensorCodec:
     def decode(self, latent: torch.Tensor, cond: torch.Tensor | None, encoded: EncodedStream,
                progress: bool = False) -> dict[str, Any]:
         return {self.spec.name: latent.float().cpu().numpy()}
+
+    def output_suffixes(self, inputs: Mapping[str, Any]) -> set[str]:
+        return {".npy"}
 
     def save(self, outputs: Mapping[str, Any], folder: Path, stem: str) -> list[Path]:
         written = []

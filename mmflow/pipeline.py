@@ -343,6 +343,18 @@ class MMFlowPipeline(DiffusionPipeline, MMFlowLoraLoaderMixin):
                     written += self.codec(stream).save(mine, Path(folder), name)
         return written
 
+    def output_suffixes(self, task: str | TaskPreset, inputs: Mapping[str, Any]) -> set[str] | None:
+        """The file suffixes ``save`` writes for a call of ``task`` with ``inputs``, known before generating: the
+        present streams' codecs' ``output_suffixes`` of the inputs each reads; None if a codec does not say."""
+        task = self.task(task)
+        suffixes: set[str] = set()
+        for name in (n for n in self.stream_names if task.role(n) != "absent"):
+            declare = getattr(self.codec(name), "output_suffixes", None)
+            if declare is None:
+                return None
+            suffixes |= set(declare({k: v for k, v in inputs.items() if k in self._names(name, task)}))
+        return suffixes
+
     # ------------------------------------------------------------------------------------------ steps
 
     def _plan(self, task: TaskPreset, inputs, spans, duration, seed, generator):

@@ -406,3 +406,22 @@ def test_the_command_passes_benchmark_options_to_the_loader(tmp_path, capsys):
     assert main([*common, "--benchmark-option", "voice"]) != 0
     assert "--benchmark-option takes KEY=VALUE" in capsys.readouterr().err
     assert not (tmp_path / "ev").exists()
+
+
+class DeclaringPipeline(FakePipeline):
+    """Says before generating which files it will write (as ``MMFlowPipeline.output_suffixes`` does)."""
+
+    def output_suffixes(self, task, inputs):
+        assert task == "say" and "level" in inputs
+        return {".wav", ".pkl"}
+
+
+def test_a_pipeline_that_declares_its_files_is_refused_before_generating(fake, tmp_path):
+    registry = fake[0]
+    pipe = DeclaringPipeline()
+    go = dict(pipeline=pipe, registry=registry, progress=False)
+    with pytest.raises(InputError, match=r"video_metric needs generated \['video'\] \(the samples have "
+                                         r"\['audio', 'text'\]\)"):
+        evaluate("tiny", out=tmp_path / "a", metrics=["level", "video_metric"], **go)
+    assert pipe.calls == []  # nothing generated (FakePipeline, which does not say, is refused after one sample)
+    assert evaluate("tiny", out=tmp_path / "b", metrics=["level"], **go)["items"] == 3 and len(pipe.calls) == 3

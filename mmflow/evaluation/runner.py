@@ -196,6 +196,13 @@ class Generator:
             self.pipeline = pipeline_class(Path(self.model)).from_pretrained(self.model).to(self.device)
         return self.pipeline
 
+    def planned_kinds(self, item: BenchmarkItem) -> set[str] | None:
+        """The kinds the pipeline will write for ``item``, if it says before generating (``output_suffixes``,
+        as ``MMFlowPipeline`` derives them from its streams' codecs); None if it does not."""
+        declare = getattr(self._pipe(), "output_suffixes", None)
+        suffixes = None if declare is None else declare(item.task, dict(item.inputs))
+        return None if suffixes is None else {KIND_BY_SUFFIX[s] for s in suffixes if s in KIND_BY_SUFFIX}
+
     def __call__(self, item: BenchmarkItem, index: int) -> Sample:
         """The item's sample: its folder if it exists (complete: folders appear by atomic rename), else generated."""
         from ..io import atomic_path
@@ -479,11 +486,16 @@ def _describe_model(model, pipeline) -> str:
 
 
 def _generate(items, generator: Generator, built, explicit, progress):
-    """Every item's sample, generating what is missing; the metrics' needs are checked on the first sample, so
-    an unfed requested metric fails before the rest is generated."""
+    """Every item's sample, generating what is missing. The metrics' needs are checked against the kinds the
+    pipeline declares for the first item before generating it, or else on the first sample, so an unfed requested
+    metric fails before anything (or before the rest) is generated."""
     from tqdm.auto import tqdm
 
     generator.check_settings()
+    if items and not (generator.folder / items[0].id).is_dir():
+        planned = generator.planned_kinds(items[0])
+        if planned is not None:
+            check_needs(built, [_sample(items[0], dict.fromkeys(planned, Path(os.devnull)))], explicit)
     samples = []
     for index, item in enumerate(tqdm(items, desc="generating", unit="item", disable=not progress)):
         samples.append(generator(item, index))

@@ -236,5 +236,8 @@ class F5AudioCodec:
             wave = restore_rms(wave, state["audio_rms"])
         return {"audio": wave.astype(np.float32)}
 
+    def output_suffixes(self, inputs: Mapping[str, Any]) -> set[str]:
+        return {".wav"}
+
     def save(self, outputs: Mapping[str, Any], folder: Path, stem: str) -> list[Path]:
         return [write_wav(Path(folder) / f"{stem}.wav", outputs["audio"], SAMPLE_RATE)]

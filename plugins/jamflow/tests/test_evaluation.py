@@ -157,3 +157,23 @@ def test_without_espeak_the_synthetic_references_are_the_texts(tmp_path, monkeyp
     items = ev.load_synthetic(tmp_path)
     assert len(items) == 20 and all(item.reference == {} and item.text for item in items)
     assert not list(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("task", ["talking_head", "tts", "audio_to_motion"])
+def test_the_pipeline_declares_the_files_it_writes(tmp_path, task):
+    """``output_suffixes`` (what ``mmflow evaluate`` checks metrics against before generating) is what ``save``
+    then writes, for tasks with and without motion and video."""
+    from mmflow_jamflow import JAMFlowPipeline
+    from mmflow_jamflow.default_model import default_model_path
+    from mmflow_motion_liveportrait.face import demo_portrait_path
+
+    pipe = JAMFlowPipeline.from_pretrained(default_model_path())
+    speech = tmp_path / "speech.wav"
+    write_wav(speech, 0.1 * np.sin(np.arange(24_000) / 10).astype(np.float32), 24_000)
+    inputs = {"talking_head": {"text": "one two", "portrait": str(demo_portrait_path())},
+              "tts": {"text": "one two"},
+              "audio_to_motion": {"audio": str(speech)}}[task]
+    declared = pipe.output_suffixes(task, inputs)
+    written = pipe(task, seed=0, progress=False, num_inference_steps=1, **inputs).save(tmp_path / "out", "s")
+    assert declared == {path.suffix for path in written}
+    assert (".mp4" in declared) == (task == "talking_head") and (".npz" in declared) == (task != "tts")

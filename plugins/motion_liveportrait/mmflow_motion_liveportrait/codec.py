@@ -218,6 +218,11 @@ class LivePortraitMotionCodec:
             return exp
         return template_from_expressions(exp, float(self.spec.frame_rate), pose)
 
+    def output_suffixes(self, inputs: Mapping[str, Any]) -> set[str]:
+        """Templates always; a video when there is something to render on (as ``encode`` builds the renderer)."""
+        rendered = inputs.get("portrait") is not None or inputs.get("renderer") is not None
+        return {".npz", ".pkl"} | ({".mp4"} if rendered else set())
+
     def save(self, outputs: Mapping[str, Any], folder: Path, stem: str) -> list[Path]:
         """``stem.npz`` and ``stem.pkl`` (LivePortrait templates, with the given template's head pose if any) and,
         with video frames, a silent ``stem.mp4`` (frames rendered and encoded one batch at a time)."""
