@@ -80,22 +80,34 @@ def _bucket_bounds(min_length: int, growth: float, multiple: int, length: int) -
 
 @dataclass(frozen=True)
 class BucketedMask:
-    """A mask moved onto the bucket layout: ``mask`` is for the padded sequence, ``index`` ``(N,)`` says where
-    each real token sits in it (``None``: the lengths already are bucket lengths and nothing moves)."""
+    """A mask moved onto the bucket layout: ``mask`` is for the padded sequence; ``spans`` lists, per stream,
+    its tokens ``(start, stop)`` in the unpadded sequence and the padding after them (empty: the lengths already
+    are bucket lengths and nothing moves). Contiguous copies, not an index: index_copy along the token axis is
+    many times slower on CPU."""
 
     mask: AttentionMask
-    index: torch.Tensor | None
+    spans: tuple[tuple[int, int, int], ...]
 
     def pad(self, x: torch.Tensor) -> torch.Tensor:
         """``(b, h, N, d)`` -> ``(b, h, N_bucket, d)``, zeros in the padding."""
-        if self.index is None:
+        if not self.spans:
             return x
-        shape = (*x.shape[:2], self.mask.size, x.shape[3])
-        return x.new_zeros(shape).index_copy(2, self.index.to(x.device), x)
+        pieces = []
+        for start, stop, padding in self.spans:
+            pieces.append(x[:, :, start:stop])
+            if padding:
+                pieces.append(x.new_zeros(*x.shape[:2], padding, x.shape[3]))
+        return torch.cat(pieces, dim=2)
 
     def unpad(self, x: torch.Tensor) -> torch.Tensor:
         """``(b, h, N_bucket, d)`` -> the real tokens ``(b, h, N, d)``."""
-        return x if self.index is None else x.index_select(2, self.index.to(x.device))
+        if not self.spans:
+            return x
+        pieces, offset = [], 0
+        for start, stop, padding in self.spans:
+            pieces.append(x[:, :, offset : offset + stop - start])
+            offset += stop - start + padding
+        return torch.cat(pieces, dim=2)
 
 
 def bucketed(mask: AttentionMask, buckets: LengthBuckets) -> BucketedMask:
@@ -107,21 +119,22 @@ def bucketed(mask: AttentionMask, buckets: LengthBuckets) -> BucketedMask:
 
 
 def _build_bucketed(mask: AttentionMask, buckets: LengthBuckets) -> BucketedMask:
-    segments, offset, index, starts = [], 0, [], []
+    segments, offset, spans, starts = [], 0, [], []
     for segment in mask.segments:
         length = buckets.bucket(segment.length, segment.name)
         segments.append(StreamSegment(segment.name, segment.rate, offset, length))
-        index.append(torch.arange(offset, offset + segment.length))
+        spans.append((segment.offset, segment.offset + segment.length, length - segment.length))
         starts.append(buckets.smallest(segment.length, segment.name))
         offset += length
-    index = torch.cat(index)
     moved = offset != mask.size
     device = next((t.device for t in (mask.key_valid, mask.joint_view) if t is not None), torch.device("cpu"))
     key_valid = mask.key_valid
     if moved:
         batch = next((t.shape[0] for t in (mask.key_valid, mask.joint_view) if t is not None), 1)
         key_valid = torch.zeros(batch, offset, dtype=torch.bool, device=device)
-        key_valid[:, index.to(device)] = True if mask.key_valid is None else mask.key_valid
+        for (start, stop, _), segment in zip(spans, segments, strict=True):
+            real = True if mask.key_valid is None else mask.key_valid[:, start:stop]
+            key_valid[:, segment.offset : segment.offset + stop - start] = real
     padded = build_attention_mask(mask.policy, segments, key_valid, mask.joint_view)
     padded.padding_from = tuple(starts)
-    return BucketedMask(padded, index if moved else None)
+    return BucketedMask(padded, tuple(spans) if moved else ())

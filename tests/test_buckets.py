@@ -81,7 +81,7 @@ def test_bucketed_attention_has_the_same_gradients():
 
 def test_lengths_already_on_the_ladder_are_not_moved():
     moved = bucketed(jam_mask(56, 16), BUCKETS)
-    assert moved.index is None and moved.mask.size == 72
+    assert moved.spans == () and moved.mask.size == 72
     q = qkv(1, 72)[0]
     assert moved.pad(q) is q and moved.unpad(q) is q
 
