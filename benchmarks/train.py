@@ -2,11 +2,14 @@
 
 Runs the real loop (``mmflow.training.Trainer``) on a recipe config with checkpoints and sampling off, drops
 the first ``--warmup`` steps, and times the rest. Frames are the valid frames of every stream in a step
-(all micro-batches and processes): the "tokens" of an MMDiT. MFU counts 6 × parameters FLOPs per frame
-(forward + backward of every linear layer; attention scores are left out, so it under-counts long clips).
+(all micro-batches and processes): the "tokens" of an MMDiT (``tokens_per_second``). FLOPs per step are counted
+from the config and the shapes of every forward the loop makes (``FLOPS_FORMULA``: per layer the projections,
+the attention scores and the MLP, ×3 for forward + backward); MFU is achieved FLOP/s over ``--peak-tflops``, a
+number the user gives for the device (dense, in the run's precision: H100 SXM and H200 SXM bf16 989.4; H100
+PCIe bf16 756; there is no default, and none is made up for a CPU).
 
     python benchmarks/train.py                                          # CPU, examples/toy_gesture/mmflow_toy_gesture/configs/toy.yaml
-    python benchmarks/train.py --device cuda --bf16 --batch-size 64     # GPU, MFU against --peak-tflops
+    python benchmarks/train.py --device cuda --bf16 --batch-size 64 --peak-tflops 989.4   # GPU, MFU
     python benchmarks/train.py --compare-checkpointing --batch-size 32  # peak memory without/with checkpointing
 
 Prints the configuration and a summary and writes JSON (default benchmarks/results/train-<device>.json, or
@@ -49,8 +52,9 @@ def parse_args(argv=None):
     parser.add_argument("--depth", type=int, help="override every stream backbone's depth (model.config configs)")
     parser.add_argument("--dim", type=int, help="override every stream backbone's width (model.config configs)")
     parser.add_argument("--bf16", action="store_true", help="mixed_precision: bf16 (GPU only)")
-    parser.add_argument("--peak-tflops", type=float, default=989.0,
-                        help="peak dense TFLOP/s of the device for MFU (default: H100 SXM bf16)")
+    parser.add_argument("--peak-tflops", type=float,
+                        help="the device's peak dense TFLOP/s in the run's precision, for MFU (e.g. H100 SXM or "
+                        "H200 SXM bf16: 989.4); no default: without it MFU is not reported")
     parser.add_argument("--gradient-checkpointing", action="store_true",
                         help="gradient_checkpointing: true (recompute each MMDiT layer step in backward)")
     parser.add_argument("--compare-checkpointing", action="store_true",
@@ -61,6 +65,54 @@ def parse_args(argv=None):
 
 F5_VOCAB_SIZE = 2545
 """Tokens of F5-TTS v1 Base's vocab.txt (only the text embedding's size depends on it)."""
+
+
+FLOPS_FORMULA = (
+    "training FLOPs per step = 3 × forward FLOPs (backward = 2 × forward); forward FLOPs = sum over the step's "
+    "micro-batch forwards, streams s and layers of b × n_s × (8·d_s·a + 4·a·n_kv + 4·f_s·d_s²), where b is the "
+    "batch, n_s the stream's padded frames, d_s its width, f_s its ff_mult, a = heads × dim_head, and n_kv the keys "
+    "a query sees (n_s alone; the sum of all streams' n in a joint layer, counted dense whatever the mask). "
+    "8·d·a: Q, K, V and output projections; 4·a·n_kv: scores and weighted values; 4·f·d²: the MLP's two matrices "
+    "(one multiply-add = 2 FLOPs). Left out: AdaLN modulation (per sample), embeddings, text / conv encoders, "
+    "norms, the optimizer; gradient checkpointing's recomputed forward is not counted (model FLOPs, not hardware)."
+)
+
+
+def layer_flops(n: int, n_kv: int, dim: int, inner: int, ff_mult: float) -> float:
+    """Forward FLOPs of one DiT layer for one sample of ``n`` query frames (``FLOPS_FORMULA``)."""
+    return n * (8 * dim * inner + 4 * inner * n_kv + 4 * ff_mult * dim * dim)
+
+
+def forward_flops(model, frames: dict[str, int], batch: int) -> float:
+    """Forward FLOPs of one MMDiT call on ``batch`` samples of ``frames`` padded frames per stream."""
+    joint = set(model.joint_steps)
+    total = 0.0
+    for name, backbone in model.backbones.items():
+        config = model.config["streams"][name].get("backbone_config", {})
+        dim, ff_mult = config.get("dim", backbone.heads * backbone.dim_head), config.get("ff_mult", 2)
+        inner = backbone.heads * backbone.dim_head
+        for step in range(backbone.depth):
+            n_kv = sum(frames.values()) if step in joint else frames[name]
+            total += layer_flops(frames[name], n_kv, dim, inner, ff_mult)
+    return batch * total
+
+
+class FlopCounter:
+    """Counts ``forward_flops`` of every call of an MMDiT (a forward hook: the shapes the loop really used)."""
+
+    def __init__(self, model):
+        self.model, self.calls = model, []
+        self.handle = model.register_forward_pre_hook(self._record, with_kwargs=True)
+
+    def _record(self, _module, args, kwargs):
+        x_t = args[0] if args else kwargs["x_t"]
+        streams = {name: x.shape for name, x in x_t.items()}
+        batch = next(iter(streams.values()))[0]
+        self.calls.append(forward_flops(self.model, {name: shape[1] for name, shape in streams.items()}, batch))
+
+    def training_flops(self, last_calls: int) -> float:
+        """3 × the forward FLOPs of the last ``last_calls`` calls (the timed steps' micro-batches)."""
+        return 3 * sum(self.calls[-last_calls:])
 
 
 def reset_peak_memory(device: str) -> str:
@@ -101,7 +153,8 @@ def peak_memory_mib(device: str) -> float:
 def compare_checkpointing(args) -> int:
     """Run this benchmark without and with gradient checkpointing, each in a fresh process, and compare."""
     forwarded = ["--config", args.config, "--device", args.device, "--steps", str(args.steps),
-                 "--warmup", str(args.warmup), "--peak-tflops", str(args.peak_tflops)]
+                 "--warmup", str(args.warmup)]
+    forwarded += ["--peak-tflops", str(args.peak_tflops)] if args.peak_tflops else []
     forwarded += ["--batch-size", str(args.batch_size)] if args.batch_size else []
     forwarded += ["--num-clips", str(args.num_clips)] if args.num_clips else []
     forwarded += ["--depth", str(args.depth)] if args.depth else []
@@ -124,6 +177,9 @@ def compare_checkpointing(args) -> int:
                                             "with": with_["peak_memory_over_loop_start_mib"]},
         "steps_per_second": {"without": without["steps_per_second"], "with": with_["steps_per_second"]},
         "time_ratio_with_over_without": without["steps_per_second"] / with_["steps_per_second"],
+        "tokens_per_second": {"without": without["tokens_per_second"], "with": with_["tokens_per_second"]},
+        "flops_per_step": without["flops_per_step"], "flops_formula": without["flops_formula"],
+        "peak_tflops": args.peak_tflops, "mfu": {"without": without["mfu"], "with": with_["mfu"]},
         "runs": runs,
     }
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"train-{args.device}-checkpointing.json")
@@ -181,6 +237,7 @@ def main(argv=None) -> int:
         if args.device == "cuda":
             setup["gpu"] = torch.cuda.get_device_name()
         print("configuration:", json.dumps(setup, indent=2))
+        counter = FlopCounter(model)
         memory_kind = reset_peak_memory(args.device)
         loop_start_mib = memory_now_mib(args.device)
         history = trainer.fit(resume_from=None)[args.warmup:]
@@ -202,15 +259,19 @@ def main(argv=None) -> int:
         "peak_memory_over_loop_start_mib": None if loop_start_mib is None else peak - loop_start_mib,
         "final_loss": history[-1]["loss"],
     }
-    if args.device == "cuda":
-        achieved = 6 * parameters * result["frames_per_second"]
-        result |= {"model_tflops_per_second": achieved / 1e12, "peak_tflops": args.peak_tflops,
-                   "mfu": achieved / (args.peak_tflops * 1e12)}
+    # every process runs gradient_accumulation forwards per step; this one counted its own
+    flops = counter.training_flops(len(history) * config.gradient_accumulation) * accelerator.num_processes
+    achieved = flops / seconds
+    result |= {"tokens_per_second": result["frames_per_second"], "tokens": "valid frames of every stream",
+               "flops_per_step": flops / len(history), "flops_formula": FLOPS_FORMULA,
+               "model_tflops_per_second": achieved / 1e12, "peak_tflops": args.peak_tflops,
+               "mfu": achieved / (args.peak_tflops * 1e12) if args.peak_tflops else None}
     out = Path(args.out or ROOT / "benchmarks" / "results" / f"train-{args.device}.json")
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     print(f"{result['steps_per_second']:.2f} steps/s, {result['frames_per_second']:.0f} frames/s, "
           f"{result['samples_per_second']:.1f} samples/s, median step {result['median_step_ms']:.1f} ms, "
-          f"peak memory {result['peak_memory_mib']:.0f} MiB" + (f", MFU {result['mfu']:.2%}" if "mfu" in result else ""))
+          f"peak memory {result['peak_memory_mib']:.0f} MiB, {result['model_tflops_per_second']:.4f} model TFLOP/s"
+          + (f", MFU {result['mfu']:.2%}" if result["mfu"] is not None else ""))
     print(f"wrote {out}")
     return 0
 
