@@ -18,7 +18,6 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
-import pyarrow.compute as pc
 import torch
 from torch.utils.data import Sampler
 
@@ -68,6 +67,8 @@ def resolve_columns(
 
 def row_frames(dataset, column: str) -> np.ndarray:
     """Frames of every row's time-major array in ``column``, read from the Arrow lengths (no decoding)."""
+    import pyarrow.compute as pc  # here, not at the top: `mmflow generate` lists `train` but needs no Arrow
+
     array = dataset.data.column(column).combine_chunks()
     storage = getattr(array, "storage", array)  # Array2D is an extension type over nested lists
     lengths = pc.list_value_length(storage).to_numpy(zero_copy_only=False)
