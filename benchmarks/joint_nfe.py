@@ -15,7 +15,8 @@ run it. Variants, timed in turns (round robin) in one process so that machine lo
   in mmflow without any motion stream (it checks that an absent stream is free).
 
 The ratio joint / audio_absent is issue 19's measure (target ≤ 1.35 on GPU). Per clip length the JSON holds
-median ms per NFE of each variant, the ratios, the frames and the first call's cost (plan + NFE, cold).
+median ms per NFE of each variant, the ratios, the frames and the first call's cost (plan + NFE, cold), and the
+process CPU time per NFE (all threads: on a shared CPU machine it moves less with other jobs' load than wall time).
 
     python benchmarks/joint_nfe.py --seconds 5 10                         # CPU, fp32
     python benchmarks/joint_nfe.py --device cuda --dtype bf16 --repeats 20   # 5 / 10 / 20 s
@@ -142,8 +143,9 @@ def sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_variants(fns: dict, device: torch.device, repeats: int, warmup: int) -> tuple[dict, dict]:
-    """(median ms, first call ms) of each one-NFE callable; variants take turns in every repeat."""
+def time_variants(fns: dict, device: torch.device, repeats: int, warmup: int) -> tuple[dict, dict, dict]:
+    """(median wall ms, first call ms, median process CPU ms) of each one-NFE callable; variants take turns in
+    every repeat. The CPU time (all threads) is what a shared machine's load changes least."""
     first = {}
     for name, fn in fns.items():
         start = time.perf_counter()
@@ -154,13 +156,16 @@ def time_variants(fns: dict, device: torch.device, repeats: int, warmup: int) ->
             fn()
     sync(device)
     times: dict = {name: [] for name in fns}
+    cpu: dict = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
-            start = time.perf_counter()
+            start, cpu_start = time.perf_counter(), time.process_time()
             fn()
             sync(device)
             times[name].append((time.perf_counter() - start) * 1000)
-    return {name: statistics.median(values) for name, values in times.items()}, first
+            cpu[name].append((time.process_time() - cpu_start) * 1000)
+    median = {name: statistics.median(values) for name, values in times.items()}
+    return median, first, {name: statistics.median(values) for name, values in cpu.items()}
 
 
 def placed(model: MMDiT, device, dtype) -> MMDiT:
@@ -199,11 +204,12 @@ def run(args) -> dict:
                REFERENCE: velocity(models["joint"], batches, ("audio",), args.cfg, absent=("motion",))}
         if "f5_alone" in models:
             fns["f5_alone"] = velocity(models["f5_alone"], batches, ("audio",), args.cfg)
-        median, first = time_variants(fns, device, args.repeats, args.warmup)
+        median, first, cpu = time_variants(fns, device, args.repeats, args.warmup)
         row = {"seconds": seconds, "audio_frames": batches["audio"].num_frames,
                "motion_frames": batches["motion"].num_frames, "text_tokens": batches["audio"].extras["text"].shape[1],
                "cfg_batch": 2 if args.cfg else 1, "ms_per_nfe": median, "first_call_ms": first,
-               "ratio_joint_over_audio": median["joint"] / median[REFERENCE]}
+               "ratio_joint_over_audio": median["joint"] / median[REFERENCE],
+               "process_cpu_ms_per_nfe": cpu, "cpu_time_ratio_joint_over_audio": cpu["joint"] / cpu[REFERENCE]}
         if "f5_alone" in median:
             row["ratio_audio_absent_over_f5_alone"] = median[REFERENCE] / median["f5_alone"]
         rows.append(row)
@@ -237,7 +243,8 @@ def main(argv=None) -> int:
     write_text_atomic(out, json.dumps(result, indent=2) + "\n")
     for row in result["rows"]:
         cells = "  ".join(f"{name} {ms:8.1f}" for name, ms in row["ms_per_nfe"].items())
-        print(f"{row['seconds']:5.1f} s  ms/NFE: {cells}  joint/audio x{row['ratio_joint_over_audio']:.3f}")
+        print(f"{row['seconds']:5.1f} s  ms/NFE: {cells}  joint/audio x{row['ratio_joint_over_audio']:.3f} "
+              f"(process CPU time x{row['cpu_time_ratio_joint_over_audio']:.3f})")
     print(f"wrote {out}")
     return 0
 

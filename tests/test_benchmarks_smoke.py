@@ -40,6 +40,8 @@ def test_joint_nfe_writes_both_variants_and_their_ratio(tiny_jamflow_config, tmp
     times = row["ms_per_nfe"]
     assert set(times) == {"joint", "audio_absent", "f5_alone"} and all(ms > 0 for ms in times.values())
     assert row["ratio_joint_over_audio"] == pytest.approx(times["joint"] / times["audio_absent"])
+    cpu = row["process_cpu_ms_per_nfe"]
+    assert row["cpu_time_ratio_joint_over_audio"] == pytest.approx(cpu["joint"] / cpu["audio_absent"])
 
 
 def test_joint_nfe_variants_compute_what_they_claim(tiny_jamflow_config):
