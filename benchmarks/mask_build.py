@@ -4,8 +4,9 @@ A sampler pays, at the first step of every new length, for the mask (dense mask,
 for compiled FlexAttention, a compile per new shape. With length bucketing (``mmflow.buckets``) whatever was
 built for a bucket serves every length in it. The workload is JAM-Flow's joint attention (audio at 93.75
 frames/s + motion at 25 frames/s, the JAM mask, a guidance batch of 2 whose second sample has the joint view
-off); the lengths are met in order, each once, on a cold mask cache per backend and mode. Per backend, the
-reference (no bucketing) and the bucketed run are measured in the same run, one after the other.
+off) under time-aligned buckets (``LengthBuckets.time_aligned``); the lengths are met in order, each once, on
+a cold mask cache per backend and mode. Per backend, the reference (no bucketing) and the bucketed run are
+measured in the same run, one after the other.
 
 Per backend and mode the JSON holds: builds per kind (``MASK_CACHE.builds``), FlexAttention compiles
 (dynamo's unique graphs), the first call per length (mask build + compile + attention), a second call on the
@@ -13,7 +14,8 @@ same mask (the attention alone: what every later step pays, padding included) an
 largest difference between the two modes' outputs on the real frames.
 
     python benchmarks/mask_build.py                               # CPU: sdpa_masked, split, eager flex
-    python benchmarks/mask_build.py --compile-flex                # also compiled flex on CPU (slow: ~10 s a shape)
+    python benchmarks/mask_build.py --backends flex --compile-flex --heads 4 --out \
+        benchmarks/results/mask-build-cpu-compiled-flex.json      # compiled flex on CPU (slow: ~10 s a shape)
     python benchmarks/mask_build.py --device cuda --dtype bf16    # GPU session (flex compiled)
 
 Writes benchmarks/results/mask-build-<device>.json (or --out).
@@ -107,9 +109,9 @@ def main(argv=None) -> int:
     parser.add_argument("--heads", type=int, default=16)
     parser.add_argument("--dim-head", type=int, default=64)
     parser.add_argument("--window", default="0.25", help="motion window half-width in seconds")
-    parser.add_argument("--min-length", type=int, default=64, help="LengthBuckets: the first bucket (audio frames)")
-    parser.add_argument("--growth", type=float, default=1.25, help="LengthBuckets: ratio between buckets")
-    parser.add_argument("--multiple", type=int, default=16, help="LengthBuckets: bucket lengths are multiples of it")
+    parser.add_argument("--min-seconds", type=float, default=1.0, help="time-aligned buckets: the first rung")
+    parser.add_argument("--growth", type=float, default=1.25, help="time-aligned buckets: ratio between rungs")
+    parser.add_argument("--multiple-seconds", type=float, default=0.16, help="rungs are rounded up to this")
     parser.add_argument("--compile-flex", action="store_true", help="compile FlexAttention on CPU too")
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--out", default=None, help="JSON path (default benchmarks/results/mask-build-<device>.json)")
@@ -122,9 +124,8 @@ def main(argv=None) -> int:
         os.environ["MMFLOW_COMPILE_FLEX"] = "1"
     dtype_name = args.dtype or ("bf16" if device.type == "cuda" else "fp32")
     dtype = DTYPES[dtype_name]
-    motion = LengthBuckets(max(1, round(args.min_length * MOTION_RATE / AUDIO_RATE)), args.growth,
-                           max(1, args.multiple // 2))
-    buckets = LengthBuckets(args.min_length, args.growth, args.multiple, streams={"motion": motion})
+    buckets = LengthBuckets.time_aligned({"audio": AUDIO_RATE, "motion": MOTION_RATE}, args.min_seconds,
+                                         args.growth, args.multiple_seconds)
 
     results = {}
     for backend in args.backends:
@@ -150,8 +151,7 @@ def main(argv=None) -> int:
         "flex_compiled": device.type == "cuda" or args.compile_flex,
         "load_average_at_end": os.getloadavg() if hasattr(os, "getloadavg") else None,
         "config": {k: v for k, v in vars(args).items() if k != "out"},
-        "buckets": {"audio": [args.min_length, args.growth, args.multiple],
-                    "motion": [motion.min_length, motion.growth, motion.multiple]},
+        "buckets": {name: [ladder.min_length, ladder.growth, ladder.multiple] for name, ladder in buckets.streams},
         "reference": "per backend, 'reference' (no bucketing) and 'bucketed' measured in the same run, each on a "
                      "cold mask cache and a reset compiler; max_abs_difference compares their outputs",
         "results": results,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
+from fractions import Fraction
 from functools import lru_cache
 
 import torch
@@ -29,53 +30,92 @@ from .masks import AttentionMask, StreamSegment, build_attention_mask
 
 @dataclass(frozen=True)
 class LengthBuckets:
-    """A geometric ladder of bucket lengths: ``min_length``, then × ``growth`` each step, each rounded up to a
-    multiple of ``multiple`` (at least ``multiple`` longer than the one before).
+    """A geometric ladder of bucket lengths: rung i is ``min_length · growthⁱ`` rounded up to a multiple of
+    ``multiple``.
 
-    Padding costs at most a factor ``growth`` in tokens (``growth²`` in attention work); the number of buckets
-    up to length n grows as log(n) / log(growth). ``streams`` gives some streams their own ladder
-    (``{"motion": LengthBuckets(16, 1.25, 8)}``); the others use this one.
+    Padding costs at most a factor ``growth`` in tokens (``growth²`` in attention work), plus the rounding; the
+    number of buckets up to length n grows as log(n) / log(growth). ``streams`` gives some streams their own
+    ladder (``{"motion": LengthBuckets(16, 1.25, 4)}``); the others use this one. With ``joint`` the streams of
+    one joint sequence share a rung index (the highest any of them needs), so a clip's layout changes at one
+    time for all streams; ``time_aligned`` builds such ladders.
     """
 
-    min_length: int = 64
+    min_length: float = 64
     growth: float = 1.25
     multiple: int = 16
     streams: Mapping[str, LengthBuckets] | None = None
+    joint: bool = False
 
     def __post_init__(self):
-        if self.min_length < 1 or self.multiple < 1:
+        if not self.min_length > 0 or self.multiple < 1:
             raise ValueError(
-                f"LengthBuckets needs min_length >= 1 and multiple >= 1, got {self.min_length} and {self.multiple}"
+                f"LengthBuckets needs min_length > 0 and multiple >= 1, got {self.min_length} and {self.multiple}"
             )
         if not self.growth > 1:
             raise ValueError(f"LengthBuckets needs growth > 1 (1.25 pads at most 25 %), got {self.growth}")
         if self.streams is not None:  # frozen and hashable: a sorted tuple of (stream, ladder)
             object.__setattr__(self, "streams", tuple(sorted(dict(self.streams).items())))
 
+    @classmethod
+    def time_aligned(
+        cls, rates: Mapping[str, Fraction | float], min_seconds: float = 1.0, growth: float = 1.25,
+        multiple_seconds: float = 0.16,
+    ) -> LengthBuckets:
+        """Joint ladders, one per stream, rung i at ``min_seconds · growthⁱ`` seconds rounded up to about
+        ``multiple_seconds`` worth of frames (at least one frame)."""
+        ladders = {
+            name: cls(min_seconds * float(rate), growth, max(1, round(multiple_seconds * float(rate))))
+            for name, rate in rates.items()
+        }
+        first = next(iter(ladders.values()))
+        return cls(first.min_length, growth, first.multiple, streams=ladders, joint=True)
+
     def ladder(self, stream: str | None = None) -> LengthBuckets:
         """The ladder of ``stream`` (its own if it has one, else this one)."""
         return dict(self.streams or ()).get(stream, self) if stream is not None else self
 
+    def rung(self, length: int, stream: str | None = None) -> int:
+        """The index of the lowest rung that holds ``length`` frames."""
+        ladder = self.ladder(stream)
+        return _rung(ladder.min_length, ladder.growth, ladder.multiple, int(length))
+
+    def rung_length(self, rung: int, stream: str | None = None) -> int:
+        """Frames of rung ``rung`` (0 below the first)."""
+        ladder = self.ladder(stream)
+        return _rung_length(ladder.min_length, ladder.growth, ladder.multiple, rung) if rung >= 0 else 0
+
     def bucket(self, length: int, stream: str | None = None) -> int:
         """The smallest bucket length that holds ``length`` frames."""
-        ladder = self.ladder(stream)
-        return _bucket_bounds(ladder.min_length, ladder.growth, ladder.multiple, int(length))[1]
+        return self.rung_length(self.rung(length, stream), stream)
 
     def smallest(self, length: int, stream: str | None = None) -> int:
         """The smallest length that falls into the same bucket as ``length``."""
-        ladder = self.ladder(stream)
-        return _bucket_bounds(ladder.min_length, ladder.growth, ladder.multiple, int(length))[0]
+        below = self.rung_length(self.rung(length, stream) - 1, stream)
+        return below + 1 if below else 0
+
+    def layout(self, lengths: Mapping[str, int]) -> dict[str, tuple[int, int]]:
+        """Per stream (bucket length, smallest length the bucket is built for). Joint ladders share the
+        highest rung any stream needs and are built for lengths down to two rungs below it: a stream whose
+        own rung is one lower (a frame of rounding at a rung) reuses the same bucket."""
+        if not self.joint:
+            return {name: (self.bucket(n, name), self.smallest(n, name)) for name, n in lengths.items()}
+        top = max(self.rung(n, name) for name, n in lengths.items())
+        return {name: (self.rung_length(top, name), self.rung_length(top - 2, name) + (top >= 2)) for name in lengths}
+
+
+def _rung_length(min_length: float, growth: float, multiple: int, rung: int) -> int:
+    # each rung rounded on its own (not from the one before): ladders at other rates stay aligned in time
+    return multiple * math.ceil(min_length * growth**rung / multiple)
 
 
 @lru_cache(maxsize=4096)
-def _bucket_bounds(min_length: int, growth: float, multiple: int, length: int) -> tuple[int, int]:
-    """(smallest length, bucket length) of the bucket holding ``length``."""
+def _rung(min_length: float, growth: float, multiple: int, length: int) -> int:
     if length < 0:
         raise ValueError(f"a sequence length must be >= 0, got {length}")
-    low, high = 0, multiple * math.ceil(min_length / multiple)
-    while high < length:
-        low, high = high, max(high + multiple, multiple * math.ceil(high * growth / multiple))
-    return (low + 1 if low else 0), high
+    rung = 0
+    while _rung_length(min_length, growth, multiple, rung) < length:
+        rung += 1
+    return rung
 
 
 @dataclass(frozen=True)
@@ -119,18 +159,19 @@ def bucketed(mask: AttentionMask, buckets: LengthBuckets) -> BucketedMask:
 
 
 def _build_bucketed(mask: AttentionMask, buckets: LengthBuckets) -> BucketedMask:
+    layout = buckets.layout({segment.name: segment.length for segment in mask.segments})
     segments, offset, spans, starts = [], 0, [], []
     for segment in mask.segments:
-        length = buckets.bucket(segment.length, segment.name)
+        length, smallest = layout[segment.name]
         segments.append(StreamSegment(segment.name, segment.rate, offset, length))
         spans.append((segment.offset, segment.offset + segment.length, length - segment.length))
-        starts.append(buckets.smallest(segment.length, segment.name))
+        starts.append(smallest)
         offset += length
     moved = offset != mask.size
     device = next((t.device for t in (mask.key_valid, mask.joint_view) if t is not None), torch.device("cpu"))
-    key_valid = mask.key_valid
-    if moved:
-        batch = next((t.shape[0] for t in (mask.key_valid, mask.joint_view) if t is not None), 1)
+    batch = next((t.shape[0] for t in (mask.key_valid, mask.joint_view) if t is not None), 1)
+    key_valid = torch.ones(batch, offset, dtype=torch.bool, device=device) if mask.key_valid is None else mask.key_valid
+    if moved:  # always a key_valid, even all real: FlexAttention then traces one graph for the whole bucket
         key_valid = torch.zeros(batch, offset, dtype=torch.bool, device=device)
         for (start, stop, _), segment in zip(spans, segments, strict=True):
             real = True if mask.key_valid is None else mask.key_valid[:, start:stop]

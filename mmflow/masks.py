@@ -417,8 +417,10 @@ class AttentionMask:
     def mask_mod(self):
         """A FlexAttention ``mask_mod(b, h, q_idx, kv_idx)`` with the same semantics as ``dense``."""
         segments = self.segments
-        key_valid = self.key_valid if self.per_sample and self.key_valid is not None else None
-        joint_view = self.joint_view if self.per_sample and self.joint_view is not None else None
+        # a bucketed mask (padding_from) reads them even where they change nothing: one traced graph per bucket
+        read = self.per_sample or self.padding_from is not None
+        key_valid = self.key_valid if read else None
+        joint_view = self.joint_view if read else None
         # rules[s][t]: stream s's queries over stream t's keys (bound here: nothing rational left to trace)
         rules = [[self.policy.rule(qa.name, kb.name).bind(qa.rate, kb.rate) for kb in segments] for qa in segments]
         spans = [(seg.offset, seg.offset + seg.length) for seg in segments]

@@ -40,7 +40,23 @@ def test_the_ladder_holds_every_length_and_grows_geometrically():
     assert BUCKETS.bucket(9, "motion") == 12 and BUCKETS.bucket(9, "audio") == 32  # a stream's own ladder
 
 
-@pytest.mark.parametrize("kwargs, fix", [({"growth": 1.0}, "growth > 1"), ({"min_length": 0}, "min_length >= 1")])
+def test_time_aligned_ladders_change_bucket_at_the_same_times():
+    rates = {"audio": AUDIO_RATE, "motion": MOTION_RATE}
+    buckets = LengthBuckets.time_aligned(rates, min_seconds=1.0, growth=1.25, multiple_seconds=0.16)
+    assert buckets.ladder("audio").multiple == 15 and buckets.ladder("motion").multiple == 4
+    layouts = set()
+    for tenth in range(10, 121):  # clips of 1.0 .. 12.0 s
+        seconds = Fraction(tenth, 10)
+        lengths = {name: int(rate * seconds) for name, rate in rates.items()}
+        layout = buckets.layout(lengths)
+        layouts.add(tuple(layout.values()))
+        for name, (length, smallest) in layout.items():
+            assert smallest <= lengths[name] <= length < 1.25 * float(rates[name] * seconds) + 2 * buckets.ladder(name).multiple
+    rungs = {buckets.rung(int(AUDIO_RATE * Fraction(tenth, 10)), "audio") for tenth in range(10, 121)}
+    assert len(layouts) == len(rungs)  # the streams switch bucket together
+
+
+@pytest.mark.parametrize("kwargs, fix", [({"growth": 1.0}, "growth > 1"), ({"min_length": 0}, "min_length > 0")])
 def test_a_bad_ladder_is_refused_with_the_fix(kwargs, fix):
     with pytest.raises(ValueError, match=fix):
         LengthBuckets(**kwargs)
@@ -158,3 +174,27 @@ def test_flex_keeps_working_as_lengths_and_rates_change():
     mask = build_attention_mask(local_global_policy("fast", "slow", "0.2"), segments, joint_view=VIEWS[:2])
     q, k, v = qkv(2, 26)
     torch.testing.assert_close(attend(q, k, v, mask, "flex"), attend(q, k, v, mask, "sdpa_masked"), rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.gpu)])
+def test_time_aligned_buckets_reuse_one_blockmask_and_one_flex_graph_for_a_bucket(device):
+    """Clips of 2.6 .. 3.2 s share one time-aligned bucket: one set of block tables, one traced (on CUDA:
+    compiled) FlexAttention, and the outputs of the unpadded masked attention."""
+    from torch._dynamo.utils import counters
+
+    buckets = LengthBuckets.time_aligned({"audio": AUDIO_RATE, "motion": MOTION_RATE})
+    dtype, tolerance = (torch.bfloat16, 2e-2) if device == "cuda" else (torch.float32, 1e-5)
+    MASK_CACHE.clear()
+    torch._dynamo.reset()
+    graphs, layouts = [], set()
+    for seconds in ("2.6", "2.8", "3.0", "3.2"):
+        n_audio, n_motion = int(AUDIO_RATE * Fraction(seconds)), int(MOTION_RATE * Fraction(seconds))
+        mask = jam_mask(n_audio, n_motion, joint_view=VIEWS[:2].to(device), window="0.25")
+        layouts.add(tuple(s.length for s in bucketed(mask, buckets).mask.segments))
+        q, k, v = (t.to(device, dtype) for t in qkv(2, mask.size))
+        with torch.no_grad():
+            got, want = attend(q, k, v, mask, "flex", buckets), attend(q, k, v, mask, "sdpa_masked")
+        assert ((got.float() - want.float()).norm() / want.float().norm()).item() <= tolerance
+        graphs.append(int(counters["stats"]["unique_graphs"]))
+    assert len(layouts) == 1 and MASK_CACHE.builds["block_tables"] == 1 and "block" not in MASK_CACHE.builds
+    assert graphs[0] == graphs[-1] >= 1, graphs  # no new graph after the first length of the bucket
