@@ -22,17 +22,25 @@ Shape letters: ``b`` batch, ``N`` joint tokens, ``n`` tokens of one stream.
 
 from __future__ import annotations
 
+import hashlib
 import json
+import logging
 import math
+import os
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import cached_property
+from pathlib import Path
 
 import torch
+from safetensors.torch import save_file
 
+from .io import atomic_path
 from .streams import as_fraction
+
+logger = logging.getLogger(__name__)
 
 # --------------------------------------------------------------------------------------------------- rules
 
@@ -451,10 +459,8 @@ class AttentionMask:
             from torch.nn.attention.flex_attention import BlockMask, create_block_mask
 
             if self._padding_in_range():
-                tables = MASK_CACHE.get(
-                    self.structure_key("block_tables", device, block_size, self.padding_from),
-                    lambda: self._build_block_tables(device, block_size),
-                )
+                key = self.structure_key("block_tables", device, block_size, self.padding_from)
+                tables = MASK_CACHE.get(key, lambda: self._stored_block_tables(key, device, block_size))
                 self._block = BlockMask.from_kv_blocks(
                     *tables, BLOCK_SIZE=block_size, mask_mod=self.mask_mod(), seq_lengths=(self.size, self.size)
                 )
@@ -482,6 +488,27 @@ class AttentionMask:
             for seg, start in zip(self.segments, self.padding_from, strict=True)
         )
 
+    def _stored_block_tables(self, key: tuple, device, block_size: int) -> tuple[torch.Tensor, ...]:
+        """The block tables from ``$MMFLOW_BLOCK_TABLE_DIR`` (safetensors, one file per bucket and torch
+        version), built and stored there when missing or unreadable; built alone when the variable is unset."""
+        folder = os.environ.get(BLOCK_TABLE_DIR_ENV)
+        if not folder:
+            return self._build_block_tables(device, block_size)
+        stamp = repr((torch.__version__, key))
+        path = Path(folder) / f"block-tables-{hashlib.sha256(stamp.encode()).hexdigest()[:32]}.safetensors"
+        blocks = -(-self.size // block_size)
+        batch = self._batch_size() if self.switched else 1
+        if path.is_file():
+            try:
+                return _read_block_tables(path, stamp, device, batch, blocks)
+            except (OSError, ValueError, KeyError) as error:
+                logger.warning("block tables in %s are unusable (%s); building them again", path, error)
+        tables = self._build_block_tables(device, block_size)
+        with atomic_path(path) as tmp:
+            save_file({name: t.cpu() for name, t in zip(BLOCK_TABLE_NAMES, tables, strict=True)}, str(tmp),
+                      metadata={"key": stamp})
+        return tables
+
     def _build_block_tables(self, device: torch.device | str, block_size: int) -> tuple[torch.Tensor, ...]:
         """FlexAttention block tables (partial, then full blocks) valid for any padding past ``padding_from``.
 
@@ -503,6 +530,30 @@ class AttentionMask:
         some = per_block(structure | maybe[None, :, None], lambda t, dim: t.any(dim))
         full = per_block(structure & ~maybe[None, None, :], lambda t, dim: t.all(dim))
         return (*_block_table(some & ~full), *_block_table(full))
+
+
+BLOCK_TABLE_DIR_ENV = "MMFLOW_BLOCK_TABLE_DIR"
+"""Environment variable naming a folder where bucketed BlockMask tables are kept between runs (unset: none)."""
+BLOCK_TABLE_NAMES = ("kv_num_blocks", "kv_indices", "full_kv_num_blocks", "full_kv_indices")
+
+
+def _read_block_tables(path: Path, stamp: str, device, batch: int, blocks: int) -> tuple[torch.Tensor, ...]:
+    """Stored block tables, checked against the key they were built for and the shapes and ranges they need."""
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt", device="cpu") as stored:
+            if (stored.metadata() or {}).get("key") != stamp:
+                raise ValueError("built for another mask")
+            tables = tuple(stored.get_tensor(name) for name in BLOCK_TABLE_NAMES)
+    except SafetensorError as error:
+        raise ValueError(str(error)) from error
+    for name, table in zip(BLOCK_TABLE_NAMES, tables, strict=True):
+        shape = (batch, 1, blocks) if "num" in name else (batch, 1, blocks, blocks)
+        high = blocks if "num" in name else blocks - 1
+        if table.dtype != torch.int32 or tuple(table.shape) != shape or table.min() < 0 or table.max() > high:
+            raise ValueError(f"{name} is {table.dtype} {tuple(table.shape)}, expected int32 {shape} in [0, {high}]")
+    return tuple(table.to(device) for table in tables)
 
 
 def _block_table(blocks: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

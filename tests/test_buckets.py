@@ -198,3 +198,27 @@ def test_time_aligned_buckets_reuse_one_blockmask_and_one_flex_graph_for_a_bucke
         graphs.append(int(counters["stats"]["unique_graphs"]))
     assert len(layouts) == 1 and MASK_CACHE.builds["block_tables"] == 1 and "block" not in MASK_CACHE.builds
     assert graphs[0] == graphs[-1] >= 1, graphs  # no new graph after the first length of the bucket
+
+
+def test_block_tables_are_kept_on_disk_per_bucket_and_a_bad_file_is_rebuilt(tmp_path, monkeypatch, caplog):
+    monkeypatch.setenv("MMFLOW_BLOCK_TABLE_DIR", str(tmp_path))
+    mask = jam_mask(47, 15, *_padded_views(2, 47, 15))  # padding from 41 audio / 13 motion frames: in the bucket
+    q, k, v = qkv(2, 62)
+    want = attend(q, k, v, mask, "sdpa_masked")
+
+    def run(n_audio=47, n_motion=15):
+        MASK_CACHE.clear()  # a new process: only the disk remembers
+        other = jam_mask(n_audio, n_motion, *_padded_views(2, n_audio, n_motion))
+        return attend(*qkv(2, n_audio + n_motion), other, "flex", buckets=BUCKETS)
+
+    torch.testing.assert_close(run(), want, rtol=0, atol=1e-5)
+    files = list(tmp_path.glob("block-tables-*.safetensors"))
+    assert len(files) == 1 and MASK_CACHE.builds["structure"] == 1
+    run(53, 16)  # another length of the same bucket: read from the file, the structure is not built
+    assert list(tmp_path.glob("block-tables-*.safetensors")) == files and "structure" not in MASK_CACHE.builds
+    stored = files[0].read_bytes()
+    files[0].write_bytes(stored[:-8])  # truncated: refused, rebuilt, written again
+    with caplog.at_level("WARNING", logger="mmflow.masks"):
+        torch.testing.assert_close(run(), want, rtol=0, atol=1e-5)
+    assert "unusable" in caplog.text and MASK_CACHE.builds["structure"] == 1
+    assert files[0].read_bytes() == stored
