@@ -225,12 +225,12 @@ def one_clip(pipe, args, task: str, out: Path, device: torch.device) -> dict:
     video = task == "talking_head"
     voice = {"ref_audio": args.ref_audio, "ref_text": REF_TEXT} if args.ref_audio else {}
     with timer.installed():
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         result = pipe(task, TEXT, duration=args.seconds, num_inference_steps=args.steps, seed=0, progress=False,
                       **voice, **({"portrait": demo_portrait_path(), "size": args.size} if video else {}))
         generated = time.perf_counter()
         written = result.save(out, kinds=("wav", "mp4") if video else ("wav",))
-        end = time.perf_counter()
+        end, cpu_end = time.perf_counter(), time.process_time()
     seconds = dict(timer.seconds)
     # frames are rendered as the writer reads them: charge them to render, not to mux
     streamed = seconds.pop("frames_in_mux", 0.0)
@@ -250,7 +250,8 @@ def one_clip(pipe, args, task: str, out: Path, device: torch.device) -> dict:
         phases["frames (in render)"] = round(frames, 4)
     total = end - start
     audio_s = wav_seconds(out / "sample.wav")
-    return {"task": task, "total_s": round(total, 4), "phases_s": phases,
+    return {"task": task, "total_s": round(total, 4), "process_cpu_s": round(cpu_end - cpu_start, 4),
+            "phases_s": phases,
             "other_s": round(total - accounted, 4), "audio_s": round(audio_s, 3), "rtf": round(total / audio_s, 4),
             "outputs": sorted(p.name for p in written),
             "video_frames": int(len(result.videos[0])) if result.videos else 0}
@@ -280,6 +281,7 @@ def run(args) -> dict:
         "renderer": args.renderer + (" (official-size networks, random weights)" if args.renderer == "liveportrait"
                                      else " (weights-free landmark renderer)"),
         "seconds": args.seconds, "steps": args.steps,
+        "model_default_steps": pipe.scheduler.config.num_inference_steps,
         "reference_voice_s": None if args.ref_audio is None else REF_SECONDS,
         "reference_voice_note": None if args.ref_audio is None else
         "a synthetic 3 s voice prompt (F5 text mode needs one): the model samples prompt + the clip's seconds",
