@@ -12,6 +12,11 @@ Padding happens around the attention call only: queries and keys arrive with the
 applied, so positions, time alignment and everything outside attention are untouched, and the real frames'
 outputs equal the unpadded run's (to float rounding: the kernels sum over a longer, masked row).
 
+It is off by default (``MMDiT.length_buckets = None``) because padding is not free: up to ``growth`` more
+tokens, and a copy of q/k/v in and out. It pays where a new length is expensive (a compiled kernel, a
+BlockMask); on CPU with dense masks, which cost milliseconds to build, it does not
+(``benchmarks/mask_build.py``, ``benchmarks/results/mask-build-cpu*.json``).
+
 Shape letters: ``b`` batch, ``h`` heads, ``N`` joint tokens, ``d`` head width.
 """
 
