@@ -222,3 +222,31 @@ def test_block_tables_are_kept_on_disk_per_bucket_and_a_bad_file_is_rebuilt(tmp_
         torch.testing.assert_close(run(), want, rtol=0, atol=1e-5)
     assert "unusable" in caplog.text and MASK_CACHE.builds["structure"] == 1
     assert files[0].read_bytes() == stored
+
+
+def _blocks(count: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """FlexAttention's (count, indices) block table as ``(B, Q blocks, KV blocks)`` bool."""
+    out = torch.zeros(indices.shape[0], indices.shape[2], indices.shape[3], dtype=torch.bool)
+    for b in range(out.shape[0]):
+        for row in range(out.shape[1]):
+            out[b, row, indices[b, 0, row, : count[b, 0, row]].long()] = True
+    return out
+
+
+@pytest.mark.parametrize("audio, motion", [(300, 80), (270, 75), (241, 64), (255, 80)])
+def test_bucket_block_tables_hold_for_every_padding_past_padding_from(audio, motion):
+    """A full block (mask_mod skipped by compiled kernels) must be fully allowed whatever the padding, and
+    every block some query may use must be listed. Eager Flex on CPU applies mask_mod everywhere, so only the
+    tables themselves show this."""
+    structure = jam_mask(300, 80, joint_view=VIEWS[:2], window="0.25")
+    structure.padding_from = (240, 64)
+    tables = structure._build_block_tables("cpu", 32)
+    partial, full = _blocks(*tables[:2]), _blocks(*tables[2:])
+    assert int(full.sum()) > 0 and int(partial.sum()) > 0
+    valid = torch.ones(2, 380, dtype=torch.bool)
+    valid[1, audio:300] = False
+    valid[1, 300 + motion :] = False
+    exact = jam_mask(300, 80, valid, VIEWS[:2], window="0.25").dense()[:, 0]
+    exact = torch.nn.functional.pad(exact, (0, 4, 0, 4)).view(2, 12, 32, 12, 32)  # 380 -> 12 blocks of 32
+    assert not (exact.any(4).any(2) & ~(partial | full)).any()  # every block with an allowed pair is listed
+    assert not (full & ~exact.all(4).all(2)).any()  # a full block allows every pair in it (none past the end)
