@@ -175,8 +175,9 @@ def _build_bucketed(mask: AttentionMask, buckets: LengthBuckets) -> BucketedMask
     moved = offset != mask.size
     device = next((t.device for t in (mask.key_valid, mask.joint_view) if t is not None), torch.device("cpu"))
     batch = next((t.shape[0] for t in (mask.key_valid, mask.joint_view) if t is not None), 1)
+    # always a key_valid, even all real (a length on a rung): FlexAttention then traces one graph per bucket
     key_valid = torch.ones(batch, offset, dtype=torch.bool, device=device) if mask.key_valid is None else mask.key_valid
-    if moved:  # always a key_valid, even all real: FlexAttention then traces one graph for the whole bucket
+    if moved:
         key_valid = torch.zeros(batch, offset, dtype=torch.bool, device=device)
         for (start, stop, _), segment in zip(spans, segments, strict=True):
             real = True if mask.key_valid is None else mask.key_valid[:, start:stop]
