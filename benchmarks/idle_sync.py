@@ -45,9 +45,9 @@ def main(argv=None) -> int:
         parser.error("--sentences must be in [1, 20]")
 
     from mmflow_audio_f5tts.mel import SAMPLE_RATE
+    from mmflow_audio_f5tts.sentences import HELD_OUT_SENTENCES
     from mmflow_jamflow.default_model import default_model_path
     from mmflow_jamflow.pipeline import JAMFlowPipeline
-    from mmflow_audio_f5tts.sentences import HELD_OUT_SENTENCES
     from mmflow_motion_liveportrait.render import mouth_opening_from_expression
 
     model = args.model or default_model_path()

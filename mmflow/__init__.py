@@ -14,13 +14,13 @@ from .attention import AttentionBackendError, attend
 from .backbone import DiTBackbone, StreamBackbone
 from .diffusers_compat import register_with_diffusers
 from .flow import FlowMatchingObjective, Guidance, generate, time_grid
+from .hookspecs import hookimpl
 from .masks import Blocked, Full, LocalWindow, MaskPolicy, SameTime, local_global_policy
 from .pipeline import MMFlowOutput, MMFlowPipeline
-from .hookspecs import hookimpl
 from .plugins import PluginError, get_registry
-from .tasks import TaskInput, TaskPreset
 from .scheduler import FlowMatchingScheduler
 from .streams import StreamBatch, StreamSpec
+from .tasks import TaskInput, TaskPreset
 from .transformer import MMDiT
 
 __version__ = "0.1.0"

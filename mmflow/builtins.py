@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from .backbone import DiTBackbone
-from .masks import local_global_policy
 from .hookspecs import hookimpl
+from .masks import local_global_policy
 
 
 @hookimpl

@@ -562,9 +562,9 @@ def test_lora_export_keeps_the_adapter_apart(tmp_path, export):
     """`lora.export: adapter` writes the base weights plus the adapter (OUTPUT/lora); loaded back on the base
     model the adapter gives the merged model's outputs; `both` writes the merged model as well."""
     from mmflow.lora_loading import MMFlowLoraLoaderMixin
-    from mmflow.training.lora import lora_merged
     from mmflow.pipeline import MMFlowPipeline
     from mmflow.scheduler import FlowMatchingScheduler
+    from mmflow.training.lora import lora_merged
 
     data = toy_dict(tmp_path, total_steps=3, lora={"rank": 2, "alpha": 4.0, "export": export})
     trainer = make_trainer(data, random_weights=True)
