@@ -30,6 +30,7 @@ from mmflow_motion_liveportrait.plugin import MOTION
 
 from mmflow.codecs import InputError
 from mmflow.evaluation import BenchmarkItem, Sample
+from mmflow.evaluation.options import check_options
 
 logger = logging.getLogger(__name__)
 
@@ -193,11 +194,12 @@ class SyncMetric:
         return summarise_sync(rows)
 
 
+SYNC_OPTIONS = {"max_lag": f"frames searched each way (default {MAX_LAG})",
+                "window": f"envelope window in seconds (default {ENVELOPE_SECONDS})"}
+
+
 def _sync_options(name: str, options: Mapping[str, str]) -> tuple[int, float]:
-    unknown = sorted(set(options) - {"max_lag", "window"})
-    if unknown:
-        raise InputError(f"metric {name} has no option(s) {unknown}; it takes max_lag (frames, default {MAX_LAG}) "
-                         f"and window (envelope seconds, default {ENVELOPE_SECONDS})")
+    check_options(f"metric {name}", options, SYNC_OPTIONS)
     try:
         max_lag = int(options.get("max_lag", MAX_LAG))
         window = float(options.get("window", ENVELOPE_SECONDS))

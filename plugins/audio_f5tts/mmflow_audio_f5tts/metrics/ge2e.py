@@ -14,8 +14,8 @@ from pathlib import Path
 import numpy as np
 
 from mmflow.codecs import InputError
+from mmflow.evaluation.options import check_options
 
-from .options import check_options
 from .speaker import DEFAULT_REFERENCE, REFERENCE_HELP, SpeakerSimilarity, reference_kind
 
 OPTIONS = {"reference": REFERENCE_HELP}
@@ -46,5 +46,5 @@ class GE2ESimilarity(SpeakerSimilarity):
 
 def make_speaker_sim_ge2e(options: Mapping[str, str], workdir: Path) -> GE2ESimilarity:
     """Factory for ``mmflow_metrics``."""
-    options = check_options("speaker_sim_ge2e", options, OPTIONS)
+    options = check_options("metric 'speaker_sim_ge2e'", options, OPTIONS)
     return GE2ESimilarity(reference_kind("speaker_sim_ge2e", options))

@@ -1,20 +1,11 @@
-"""Reading a metric's ``--metric-option`` values: unknown keys and bad values are refused by name."""
+"""Reading a metric's ``--metric-option`` values: bad values are refused by name (unknown keys:
+``mmflow.evaluation.options.check_options``)."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
 from pathlib import Path
 
 from mmflow.codecs import InputError
-
-
-def check_options(metric: str, options: Mapping[str, str], known: Mapping[str, str]) -> dict[str, str]:
-    """``options`` as a dict, after refusing keys not in ``known`` (key -> one-line help, listed in the error)."""
-    unknown = sorted(set(options) - set(known))
-    if unknown:
-        listed = "; ".join(f"{metric}.{key}: {help_}" for key, help_ in known.items())
-        raise InputError(f"metric {metric!r} has no option(s) {unknown}; its options are: {listed}")
-    return dict(options)
 
 
 def existing_path(metric: str, key: str, value: str, fix: str) -> Path:

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmflow.codecs import InputError
+from mmflow.evaluation.options import check_options
 
 from .ecapa import EcapaHead
-from .options import check_options, existing_path
+from .options import existing_path
 from .speaker import DEFAULT_REFERENCE, REFERENCE_HELP, SpeakerSimilarity, reference_kind
 from .wavlm import PREFIX, WavLMHiddenStates, official_to_hf, wavlm_config
 
@@ -128,7 +129,7 @@ class SimO(SpeakerSimilarity):
 def make_sim_o(options: Mapping[str, str], workdir: Path) -> SimO:
     """Factory for ``mmflow_metrics``; refuses to run without the official checkpoint (no offline stand-in: the
     offline speaker proxy is the separate metric ``speaker_sim_ge2e``)."""
-    options = check_options("sim_o", options, OPTIONS)
+    options = check_options("metric 'sim_o'", options, OPTIONS)
     if "checkpoint" not in options:
         raise InputError(f"metric 'sim_o' needs --metric-option sim_o.checkpoint=PATH. {WHERE}. Without it, "
                          f"'speaker_sim_ge2e' (resemblyzer's GE2E encoder, a different metric) runs offline")

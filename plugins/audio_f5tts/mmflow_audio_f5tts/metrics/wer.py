@@ -20,8 +20,9 @@ from typing import Any
 
 from mmflow.codecs import InputError
 from mmflow.evaluation import Sample
+from mmflow.evaluation.options import check_options
 
-from .options import check_options, existing_path, whole_number
+from .options import existing_path, whole_number
 from .words import utterance_wer
 
 logger = logging.getLogger(__name__)
@@ -108,7 +109,7 @@ def offline_model_path() -> str:
 
 def make_wer(options: Mapping[str, str], workdir: Path) -> WhisperWER:
     """Factory for ``mmflow_metrics``: ``wer.model`` (the protocol's model) or the offline tiny.en."""
-    options = check_options("wer", options, OPTIONS)
+    options = check_options("metric 'wer'", options, OPTIONS)
     if "model" in options:
         folder = existing_path("wer", "model", options["model"], LARGE_V3_HINT)
         if not (folder / "model.bin").is_file():

@@ -23,6 +23,7 @@ import numpy as np
 
 from mmflow.codecs import InputError
 from mmflow.evaluation.metric import BenchmarkItem
+from mmflow.evaluation.options import check_options
 from mmflow.io import atomic_path
 
 from .lse import FPS, decode_audio, iter_frames
@@ -184,11 +185,7 @@ HDTF_OPTIONS = {"segment_seconds": f"length of the segments each clip is cut int
 
 def hdtf_segment_seconds(options: Mapping[str, str] | None) -> float:
     """The ``segment_seconds`` option (default :data:`SEGMENT_SECONDS`); other keys are refused by name."""
-    options = dict(options or {})
-    unknown = sorted(set(options) - set(HDTF_OPTIONS))
-    if unknown:
-        raise InputError(f"benchmark hdtf has no option(s) {unknown}; it takes "
-                         f"{'; '.join(f'{k}: {v}' for k, v in HDTF_OPTIONS.items())}")
+    options = check_options("benchmark hdtf", options, HDTF_OPTIONS)
     if "segment_seconds" not in options:
         return SEGMENT_SECONDS
     try:

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from mmflow.codecs import InputError
 from mmflow.evaluation.metric import Sample
+from mmflow.evaluation.options import check_options
 
 from .evaluator_weights import weights_path
 from .mfcc import mfcc
@@ -323,16 +324,22 @@ class LSEMetric:
                 "scored": float(len(scored)), "unscored": float(len(rows) - len(scored))}
 
 
+OPTIONS = {
+    "weights": f"the official {WEIGHTS_FILE} (required)",
+    "audio": "generated (default: the video's own sound) or reference (the ground-truth audio: the paper's ablation)",
+    "video": "generated (default) or reference (the original video with the generated audio: dubbing)",
+    "vshift": f"frames searched each way (default {VSHIFT})",
+    "device": "cpu or cuda (default: cuda when present)",
+}
+
+
 def make_lse(options: Mapping[str, str], workdir: Path) -> LSEMetric:
     """Factory for ``lse``. Options: ``weights`` (the official ``syncnet_v2.model``, required), ``audio``
     (``generated``: the video's own sound, default; ``reference``: the benchmark's ground-truth audio, the
     paper's ablation mode), ``video`` (``generated``, default; ``reference``: the benchmark's original video with
     the generated audio, for dubbing), ``vshift`` (frames searched each way, 15), ``device`` (default cuda when
     present)."""
-    known = {"weights", "audio", "video", "vshift", "device"}
-    unknown = sorted(set(options) - known)
-    if unknown:
-        raise InputError(f"lse: unknown option(s) {unknown}; it takes {sorted(known)}.")
+    check_options("metric 'lse'", options, OPTIONS)
     audio, video = options.get("audio", "generated"), options.get("video", "generated")
     for key, value in (("audio", audio), ("video", video)):
         if value not in MODES:
