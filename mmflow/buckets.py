@@ -12,7 +12,12 @@ Padding happens around the attention call only: queries and keys arrive with the
 applied, so positions, time alignment and everything outside attention are untouched, and the real frames'
 outputs equal the unpadded run's (to float rounding: the kernels sum over a longer, masked row).
 
-It is off by default (``MMDiT.length_buckets = None``) because padding is not free: up to ``growth`` more
+It is a saved model setting: the MMDiT config argument ``length_buckets`` holds ``LengthBuckets.to_config()``
+(``None``: off, the default), so what a model is saved with is what runs when it is loaded; training recipes
+set it under ``model.length_buckets`` and ``mmflow generate --length-buckets`` overrides it for one run. The
+short form ``"time_aligned"`` keeps no rates of its own: the ladders are derived from the model's streams.
+
+It is off by default because padding is not free: up to ``growth`` more
 tokens, and a copy of q/k/v in and out. It pays where a new length is expensive (a compiled kernel, a
 BlockMask); on CPU with dense masks, which cost milliseconds to build, it does not
 (``benchmarks/mask_build.py``, ``benchmarks/results/mask-build-cpu*.json``).
@@ -24,7 +29,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from functools import lru_cache
 
@@ -50,6 +55,8 @@ class LengthBuckets:
     multiple: int = 16
     streams: Mapping[str, LengthBuckets] | None = None
     joint: bool = False
+    # the time_aligned() arguments this ladder was derived with (saved as that short form), else None
+    aligned: tuple[float, float, float] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self):
         if not self.min_length > 0 or self.multiple < 1:
@@ -68,12 +75,62 @@ class LengthBuckets:
     ) -> LengthBuckets:
         """Joint ladders, one per stream, rung i at ``min_seconds · growthⁱ`` seconds rounded up to about
         ``multiple_seconds`` worth of frames (at least one frame)."""
+        if not rates:
+            raise ValueError("LengthBuckets.time_aligned needs the streams' frame rates, got none")
+        if not (min_seconds > 0 and multiple_seconds > 0):
+            raise ValueError(f"LengthBuckets.time_aligned needs min_seconds > 0 and multiple_seconds > 0, got "
+                             f"{min_seconds} and {multiple_seconds}")
         ladders = {
             name: cls(min_seconds * float(rate), growth, max(1, round(multiple_seconds * float(rate))))
             for name, rate in rates.items()
         }
         first = next(iter(ladders.values()))
-        return cls(first.min_length, growth, first.multiple, streams=ladders, joint=True)
+        return cls(first.min_length, growth, first.multiple, streams=ladders, joint=True,
+                   aligned=(min_seconds, growth, multiple_seconds))
+
+    # ------------------------------------------------------------------------------------ saved form
+
+    def to_config(self, explicit: bool = False) -> dict | str:
+        """The JSON form ``from_config`` reads back to an equal ladder: ``"time_aligned"`` (or its mapping when
+        an argument is not the default) for a ladder made by ``time_aligned``, else the explicit mapping
+        (always with ``explicit``)."""
+        if self.aligned is not None and not explicit:
+            given = dict(zip(ALIGNED_KEYS, self.aligned, strict=True))
+            if given == ALIGNED_DEFAULTS:
+                return TIME_ALIGNED
+            return {TIME_ALIGNED: True, **{k: v for k, v in given.items() if v != ALIGNED_DEFAULTS[k]}}
+        out = {"min_length": self.min_length, "growth": self.growth, "multiple": self.multiple, "joint": self.joint}
+        if self.streams:
+            out["streams"] = {name: {k: getattr(ladder, k) for k in LADDER_KEYS} for name, ladder in self.streams}
+        return out
+
+    @classmethod
+    def from_config(
+        cls, value, rates: Mapping[str, Fraction | float] | None = None, where: str = "length_buckets"
+    ) -> LengthBuckets | None:
+        """The ladder of a saved setting (``None`` or ``"off"``: no bucketing). ``rates`` are the model's
+        streams (their frame rates): ``time_aligned`` derives its ladders from them and explicit per-stream
+        ladders must name them. A bad value raises ``ValueError`` naming ``where`` and the field."""
+        value = check_config(value, where)
+        if value is None:
+            return None
+        if value == TIME_ALIGNED or TIME_ALIGNED in value:
+            if rates is None:
+                raise ValueError(f"{where}: 'time_aligned' derives its ladders from the model's stream rates; "
+                                 "resolve it with the model's rates (MMDiT does this)")
+            arguments = {**ALIGNED_DEFAULTS, **({} if value == TIME_ALIGNED else value)}
+            arguments.pop(TIME_ALIGNED, None)
+            return cls.time_aligned(rates, **arguments)
+        streams = value.get("streams")
+        if streams and rates is not None:
+            unknown = sorted(set(streams) - set(rates))
+            if unknown:
+                raise ValueError(f"{where}.streams: unknown stream(s) {unknown}; this model's streams are "
+                                 f"{sorted(rates)}")
+        ladders = {name: cls(**ladder) for name, ladder in streams.items()} if streams else None
+        return cls(**{k: v for k, v in value.items() if k != "streams"}, streams=ladders)
+
+    # ------------------------------------------------------------------------------------ ladders
 
     def ladder(self, stream: str | None = None) -> LengthBuckets:
         """The ladder of ``stream`` (its own if it has one, else this one)."""
@@ -106,6 +163,83 @@ class LengthBuckets:
             return {name: (self.bucket(n, name), self.smallest(n, name)) for name, n in lengths.items()}
         top = max(self.rung(n, name) for name, n in lengths.items())
         return {name: (self.rung_length(top, name), self.rung_length(top - 2, name) + (top >= 2)) for name in lengths}
+
+
+def model_setting(value, rates: Mapping[str, Fraction | float], where: str = "length_buckets"):
+    """``(ladder or None, its saved form)`` for a model whose streams have ``rates``: ``value`` is a
+    ``LengthBuckets``, its JSON form, ``"off"`` or ``None``. The saved form reads back to the same ladder on
+    this model (a ``time_aligned`` ladder made from other rates is saved in full)."""
+    if isinstance(value, LengthBuckets):
+        saved = value.to_config()
+        if LengthBuckets.from_config(saved, rates, where) != value:
+            saved = value.to_config(explicit=True)
+            LengthBuckets.from_config(saved, rates, where)  # its per-stream ladders must name this model's streams
+        return value, saved
+    buckets = LengthBuckets.from_config(value, rates, where)
+    return buckets, None if buckets is None else buckets.to_config()
+
+
+TIME_ALIGNED = "time_aligned"
+ALIGNED_KEYS = ("min_seconds", "growth", "multiple_seconds")
+ALIGNED_DEFAULTS = {"min_seconds": 1.0, "growth": 1.25, "multiple_seconds": 0.16}
+LADDER_KEYS = ("min_length", "growth", "multiple")
+OFF = "off"
+
+
+def check_config(value, where: str = "length_buckets"):
+    """``value`` checked as a saved ``length_buckets`` setting, without the model (a recipe checks its config
+    before building anything): ``None`` (``"off"`` too) or the JSON form. Returns it (``None`` for off);
+    a bad value raises ``ValueError`` naming ``where`` and the field, with what is allowed."""
+    forms = ("null or 'off', 'time_aligned', {time_aligned: true, min_seconds, growth, multiple_seconds} or "
+             "{min_length, growth, multiple, joint, streams: {STREAM: {min_length, growth, multiple}}}")
+    if value is None or value == OFF:
+        return None
+    if value == TIME_ALIGNED:
+        return value
+    if not isinstance(value, Mapping):
+        raise ValueError(f"{where}: expected {forms}, got {value!r}")
+    if TIME_ALIGNED in value:
+        _check_keys(value, (TIME_ALIGNED, *ALIGNED_KEYS), where)
+        if value[TIME_ALIGNED] is not True:
+            raise ValueError(f"{where}.{TIME_ALIGNED}: must be true (leave length_buckets out, or 'off', to switch "
+                             f"bucketing off), got {value[TIME_ALIGNED]!r}")
+        for key in ALIGNED_KEYS:
+            if key in value:
+                _check_number(value[key], f"{where}.{key}", 1 if key == "growth" else 0)
+        return dict(value)
+    _check_keys(value, (*LADDER_KEYS, "joint", "streams"), where)
+    _check_ladder(value, where)
+    if "joint" in value and not isinstance(value["joint"], bool):
+        raise ValueError(f"{where}.joint: must be true or false, got {value['joint']!r}")
+    streams = value.get("streams")
+    if streams is not None:
+        if not isinstance(streams, Mapping):
+            raise ValueError(f"{where}.streams: expected a mapping of stream name to "
+                             f"{{min_length, growth, multiple}}, got {streams!r}")
+        for name, ladder in streams.items():
+            if not isinstance(ladder, Mapping):
+                raise ValueError(f"{where}.streams.{name}: expected {{min_length, growth, multiple}}, got {ladder!r}")
+            _check_keys(ladder, LADDER_KEYS, f"{where}.streams.{name}")
+            _check_ladder(ladder, f"{where}.streams.{name}")
+    return {**value, "streams": {k: dict(v) for k, v in streams.items()}} if streams else dict(value)
+
+
+def _check_keys(value: Mapping, allowed: tuple[str, ...], where: str) -> None:
+    unknown = sorted(set(value) - set(allowed))
+    if unknown:
+        raise ValueError(f"{where}: unknown key(s) {unknown}; allowed: {list(allowed)}")
+
+
+def _check_number(value, where: str, above: float, integer: bool = False) -> None:
+    kind = int if integer else (int, float)
+    if isinstance(value, bool) or not isinstance(value, kind) or not value > above:
+        raise ValueError(f"{where}: must be {'an integer' if integer else 'a number'} > {above}, got {value!r}")
+
+
+def _check_ladder(value: Mapping, where: str) -> None:
+    for key, above, integer in (("min_length", 0, False), ("growth", 1, False), ("multiple", 0, True)):
+        if key in value:
+            _check_number(value[key], f"{where}.{key}", above, integer)
 
 
 def _rung_length(min_length: float, growth: float, multiple: int, rung: int) -> int:

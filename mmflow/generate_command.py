@@ -89,6 +89,39 @@ def span_argument(value: str) -> tuple[str, float, float]:
                                          f"{value!r}") from None
 
 
+def length_buckets_argument(value: str):
+    """``--length-buckets time_aligned|off|JSON``, checked before the model loads (its streams once it has)."""
+    import json
+
+    from .buckets import OFF, TIME_ALIGNED, check_config
+
+    forms = 'time_aligned, off, or a JSON ladder such as \'{"min_length": 64, "growth": 1.25, "multiple": 16}\''
+    try:
+        setting = value if value in (TIME_ALIGNED, OFF) else json.loads(value)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"--length-buckets: expected {forms}; {value!r} is not JSON ({error})") from None
+    try:
+        check_config(setting, "--length-buckets")
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
+    return setting
+
+
+def add_length_buckets_option(parser: argparse.ArgumentParser) -> None:
+    """``--length-buckets``: every pipeline's command line has it (``apply_length_buckets`` applies it)."""
+    parser.add_argument("--length-buckets", type=length_buckets_argument, metavar="time_aligned|off|JSON",
+                        help="pad attention to bucket lengths in this run (docs/concepts.md, length bucketing); "
+                        "default: the model's saved setting. The model folder is not changed")
+
+
+def apply_length_buckets(pipe, setting) -> None:
+    """This run's ``--length-buckets`` on the loaded model (in memory only; ``None``: the saved setting)."""
+    from .buckets import model_setting
+
+    if setting is not None:  # checked against the model's streams first, so an error names the flag
+        pipe.transformer.length_buckets = model_setting(setting, pipe.transformer.stream_rates, "--length-buckets")[0]
+
+
 def collect_spans(spans) -> dict[str, list[tuple[float, float]]]:
     """Repeated ``--span`` values as a pipeline's ``spans=`` (per stream, in the order given)."""
     out: dict[str, list[tuple[float, float]]] = {}
@@ -131,7 +164,9 @@ def generic_cli_main(pipeline_cls, argv: list[str], folder: Path) -> int:
     parser.add_argument("--joint-attention", action=argparse.BooleanOptionalAction, default=True,
                         help="couple the streams (--no-joint-attention: each stream alone, the ablation)")
     parser.add_argument("--device", default="cpu")
+    add_length_buckets_option(parser)
     args = parser.parse_args(argv)
+    apply_length_buckets(pipe, args.length_buckets)
     stem = check_stem(args.stem)
     inputs = dict(args.input)
     twice = sorted({name for name, _ in args.input if [n for n, _ in args.input].count(name) > 1})

@@ -27,6 +27,7 @@ from torch import nn
 
 from .attention import attend, check_backend_name
 from .backbone import protocol_problems
+from .buckets import LengthBuckets, model_setting
 from .masks import AttentionMask, MaskPolicy, StreamSegment, build_attention_mask
 from .plugins import get_registry
 from .positions import apply_rotary, rotary_table, stream_positions
@@ -141,6 +142,8 @@ class MMDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         attention_backend: ``"auto"``, ``"sdpa"``, ``"sdpa_masked"``, ``"flex"`` or ``"split"`` (``mmflow.attention``).
         mask_padding: Hide padding keys in attention (needed for batch results to equal one-by-one results).
         position_reference_rate: Reference rate of the ``seconds`` position policy (default: fastest stream).
+        length_buckets: Pad attention to bucket lengths (``mmflow.buckets``): ``"time_aligned"``, a
+            ``LengthBuckets.to_config()`` mapping, or None (off).
     """
 
     config_name = "config.json"
@@ -156,6 +159,7 @@ class MMDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         mask_padding: bool = True,
         position_reference_rate: str | float | None = None,
         stream_order: list[str] | None = None,
+        length_buckets: dict | str | None = None,
     ):
         super().__init__()
         self.gradient_checkpointing = False
@@ -200,7 +204,7 @@ class MMDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
         self.mask_policy = self._resolve_policy(mask_policy, registry)
         self.mask_policy.validate(self.stream_names)
         self.attention_backend = check_backend_name(attention_backend)
-        self.length_buckets = None  # a mmflow.buckets.LengthBuckets pads attention to bucket lengths (off: None)
+        self.length_buckets = length_buckets  # resolved against the streams' rates and kept in the config
         self.reference_rate = (
             as_fraction(position_reference_rate, "position_reference_rate") if position_reference_rate else None
         )
@@ -248,6 +252,17 @@ class MMDiT(ModelMixin, ConfigMixin, PeftAdapterMixin):
             view = torch.stack([joint_view[n] for n in names], dim=1)
             joint[names] = build_attention_mask(self.mask_policy, self._segments(names, batches), valid, view)
         return alone, joint
+
+    @property
+    def length_buckets(self) -> LengthBuckets | None:
+        """The ladder attention pads to (None: off). Setting it (a ``LengthBuckets``, its JSON form, ``"off"``
+        or None) also sets the config entry, so ``save_pretrained`` keeps it."""
+        return self._length_buckets
+
+    @length_buckets.setter
+    def length_buckets(self, value) -> None:
+        self._length_buckets, saved = model_setting(value, self.stream_rates)
+        self.register_to_config(length_buckets=saved)
 
     def _attend(self, q, k, v, mask: AttentionMask):
         return attend(q, k, v, mask, self.attention_backend, self.length_buckets)

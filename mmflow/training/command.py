@@ -44,8 +44,10 @@ def config_overrides(args: argparse.Namespace, data: dict) -> dict:
         if value is not None:
             current = data.get(section) if isinstance(data.get(section), dict) else {}
             overrides[section] = {**current, **overrides.get(section, {}), key: value}
-    if args.pretrained:  # a saved model replaces the config's architecture
-        overrides["model"] = {"pretrained": args.pretrained}
+    if args.pretrained:  # a saved model replaces the config's architecture (its length_buckets stays)
+        model = data.get("model") if isinstance(data.get("model"), dict) else {}
+        overrides["model"] = {"pretrained": args.pretrained,
+                              **{k: v for k, v in model.items() if k == "length_buckets"}}
     return overrides
 
 

@@ -44,17 +44,36 @@ class ModelConfig:
     Args:
         config: ``MMDiT`` constructor arguments (``streams``, ``joint_schedule``, ``mask_policy``...).
         pretrained: A folder written by ``MMDiT.save_pretrained`` (a previous run's ``model/`` export).
+        length_buckets: The model's length bucketing (``mmflow.buckets``: ``time_aligned``, ``off`` or a
+            ladder mapping), set on the new or saved model and exported with it; unset keeps the model's own.
     """
 
     config: dict | None = None
     pretrained: str | None = None
+    length_buckets: Any = None
 
     def validate(self, path: str):
         _check((self.config is None) != (self.pretrained is None), path,
                "give exactly one of `config` (a new model's MMDiT arguments) or `pretrained` (a saved model folder)")
+        _check_length_buckets(self, path)
         if self.pretrained is not None:
             _check(Path(self.pretrained, "config.json").is_file(), f"{path}.pretrained",
                    f"{self.pretrained!r} has no config.json; point it at a folder written by save_pretrained")
+
+
+def _check_length_buckets(model: ModelConfig, path: str):
+    """``length_buckets`` checked before anything is built (its stream names once the model is)."""
+    from ..buckets import check_config
+
+    stated = {f"{path}.length_buckets": model.length_buckets}
+    if model.config is not None and "length_buckets" in model.config:
+        stated[f"{path}.config.length_buckets"] = model.config["length_buckets"]
+        _check(model.length_buckets is None, path, "give length_buckets once: in `config` or beside it, not both")
+    for where, value in stated.items():
+        try:
+            check_config(value, where)
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
 
 
 @dataclass

@@ -35,6 +35,7 @@ from safetensors.torch import save_file
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from ..buckets import model_setting
 from ..checkpoints import state_dict_problems
 from ..flow import FlowMatchingObjective, generate, masked_mse, random_span_mask
 from ..io import atomic_path
@@ -66,10 +67,17 @@ SCHEDULER_NAMES = {"constant": "constant_with_warmup", "linear": "linear", "cosi
 def build_model(config: ModelConfig, seed: int = 0) -> MMDiT:
     """A new MMDiT from ``config.config`` (initialised from ``seed``, the same on every rank) or a saved one."""
     if config.pretrained is not None:
-        return MMDiT.from_pretrained(config.pretrained)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        return MMDiT(**config.config)
+        model = MMDiT.from_pretrained(config.pretrained)
+    else:
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            model = MMDiT(**config.config)
+    if config.length_buckets is not None:
+        try:  # checked against the model's streams (a ladder may name one it lacks), the error naming the key
+            model.length_buckets = model_setting(config.length_buckets, model.stream_rates, "model.length_buckets")[0]
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+    return model
 
 
 def build_dataset(config):

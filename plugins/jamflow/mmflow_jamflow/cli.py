@@ -7,7 +7,12 @@ import logging
 import sys
 from pathlib import Path
 
-from mmflow.generate_command import collect_spans, span_argument
+from mmflow.generate_command import (
+    add_length_buckets_option,
+    apply_length_buckets,
+    collect_spans,
+    span_argument,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -160,6 +165,7 @@ def _generate_into(out: Path, kinds: list[str], args) -> int:
 
     model = Path(args.model) if args.model else default_model_path()
     pipe = JAMFlowPipeline.from_pretrained(model)
+    apply_length_buckets(pipe, args.length_buckets)
     if args.vocoder:  # this run's vocoder instead of the folder's
         from mmflow_audio_f5tts.vocoder import load_vocoder
 
@@ -263,6 +269,7 @@ def add_generate(subparsers) -> None:
     parser.add_argument("--output-file", help="name of the wav in --out, e.g. speech.wav (F5-TTS's --output_file); "
                         "the other outputs take its stem")
     parser.add_argument("--outputs", default="wav,npz,pkl,mp4", help="comma-separated kinds to write")
+    add_length_buckets_option(parser)
     parser.set_defaults(run=_generate)
 
 

@@ -136,6 +136,8 @@ def main(argv=None) -> int:
         tokenizer = _tokenizer(pipeline.tokenizer, args.vocab)
         normalizer = None
         carried = {}  # components of a fine-tuned pipeline that training does not touch
+        model = raw.get("model") if isinstance(raw.get("model"), dict) else {}
+        kept = {k: v for k, v in model.items() if k == "length_buckets"}  # stays whatever builds the model
         if args.pretrained_pipeline:
             from mmflow_jamflow import JAMFlowPipeline
 
@@ -155,6 +157,8 @@ def main(argv=None) -> int:
             raw["model"] = {"pretrained": str(init)}
         elif jamflow is not None:
             raw["model"] = {"config": jamflow_model_config(jamflow.audio, len(tokenizer), **jamflow.options())}
+        if kept:
+            raw["model"] = {**raw["model"], **kept}
         data_kwargs = (raw.get("data") or {}).get("kwargs", {})
         if normalizer is None:
             normalizer = _normalizer(pipeline.normalizer, data_kwargs)
