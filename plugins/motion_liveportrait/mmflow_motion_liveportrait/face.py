@@ -356,8 +356,11 @@ class LandmarkDetector:
 
     def detect(self, image: np.ndarray, name: str | None = None) -> Detection:
         """The face to animate in an ``H×W×3`` uint8 RGB image: the largest one, checked for size."""
+        return self.choose(self.detect_all(image), name)
+
+    def choose(self, detections: list[Detection], name: str | None = None) -> Detection:
+        """The face to animate among ``detect_all``'s result (called right after it): the largest, checked for size."""
         what = _describe(name)
-        detections = self.detect_all(image)
         if not detections:
             hint = "Use a well-lit, roughly frontal portrait in which the face is at least ~80 px wide."
             if self._best_rejected is not None:

@@ -37,12 +37,12 @@ from .face import (
     LandmarkDetector,
     PasteBack,
     crop_from_landmarks,
-    default_detector,
     fit_frame,
     load_portrait,
     render_side,
     to_uint8,
 )
+from .face_cache import detect_portrait
 from .frames import StreamingRenderer
 from .keypoints import (
     MOUTH_KEYPOINT_INDICES,
@@ -192,8 +192,8 @@ def portrait_and_face(
     name = str(source) if isinstance(source, str | os.PathLike) else None
     work = load_portrait(source, size if size is not None and size > MAX_RENDER_SIDE else None, name)
     if face is None:
-        detector = detector or default_detector()
-        face = crop_from_landmarks(work, detector.detect(work, name).landmarks, crop_config)
+        found = detector.detect(work, name) if detector is not None else detect_portrait(work, name)
+        face = crop_from_landmarks(work, found.landmarks, crop_config)
     elif tuple(face.frame_size) != work.shape[:2]:
         raise ValueError(
             f"face was cropped from a {face.frame_size[1]}×{face.frame_size[0]} frame but the portrait works at "
