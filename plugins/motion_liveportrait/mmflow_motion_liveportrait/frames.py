@@ -13,6 +13,8 @@ therefore renders exactly the frames the whole video has at those indices.
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Iterator
 
 import numpy as np
@@ -67,15 +69,20 @@ class RenderedVideo:
     def _render(self, index: np.ndarray) -> np.ndarray:
         return self._renderer.render_frames(self._driving, index)
 
-    def batches(self) -> Iterator[np.ndarray]:
-        """The frames in batches of the renderer's ``batch_size`` (``B×H×W×3``), rendered one batch at a time."""
+    def batches(self, ahead: bool = True) -> Iterator[np.ndarray]:
+        """The frames in batches of the renderer's ``batch_size`` (``B×H×W×3``), rendered one batch at a time.
+
+        ahead: render the next batch in a background thread while the caller uses this one (the mp4 writer
+        encodes it: x264 and torch both release the GIL, so on two cores the render hides behind the encoding).
+        At most three batches exist at once: the caller's, the next one and the one being rendered."""
         if self._array is not None:
             yield self._array
             return
         step = max(1, int(getattr(self._renderer, "batch_size", 8)))
+        starts = range(0, len(self), step)
         with tqdm(total=len(self), desc="render", unit="frame", disable=not self._progress) as bar:
-            for start in range(0, len(self), step):
-                batch = self._render(self._index[start : start + step])
+            render = (self._render(self._index[start : start + step]) for start in starts)
+            for batch in (read_ahead(render) if ahead and len(starts) > 1 else render):
                 bar.update(len(batch))
                 yield batch
 
@@ -116,6 +123,50 @@ class RenderedVideo:
         """The frames at ``motion_index`` of the underlying motion."""
         return RenderedVideo(self._renderer, self._driving, motion_index, progress=self._progress,
                              frame_shape=self._frame_shape)
+
+
+def read_ahead(items: Iterator[np.ndarray]) -> Iterator[np.ndarray]:
+    """``items``, each produced in a background thread while the caller holds the previous one.
+
+    The order is kept, an error raised while producing is raised here at the item it replaced, and a caller that
+    stops early (closes this generator) stops the thread before the next item."""
+    handoff: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for item in items:
+                while not stop.is_set():
+                    try:
+                        handoff.put((True, item), timeout=0.05)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+        except BaseException as error:  # noqa: BLE001 - handed to the consumer, raised there
+            handoff.put((False, error))
+            return
+        handoff.put((False, None))
+
+    worker = threading.Thread(target=produce, name="mmflow-render-ahead", daemon=True)
+    worker.start()
+    try:
+        while True:
+            ok, item = handoff.get()
+            if not ok:
+                if item is not None:
+                    raise item
+                return
+            yield item
+    finally:
+        stop.set()
+        while worker.is_alive():  # let a blocked put see the stop flag
+            try:
+                handoff.get(timeout=0.05)
+            except queue.Empty:
+                pass
+        worker.join()
 
 
 class StreamingRenderer:

@@ -1,12 +1,14 @@
 """Rendered videos are read lazily: the same frames as rendering all at once, any subset, and a writer that
 streams them holds one batch at a time, not the clip."""
 
+import threading
+import time
 import tracemalloc
 
 import numpy as np
 import pytest
 from mmflow_motion_liveportrait import render
-from mmflow_motion_liveportrait.frames import RenderedVideo, StreamingRenderer
+from mmflow_motion_liveportrait.frames import RenderedVideo, StreamingRenderer, read_ahead
 from mmflow_motion_liveportrait.idle import idle_motion
 from mmflow_motion_liveportrait.plugin import MOTION
 from mmflow_motion_liveportrait.video import read_video, write_video
@@ -76,3 +78,55 @@ def test_writing_a_rendered_video_streams_its_frames(tmp_path):
     back = read_video(tmp_path / "clip.mp4").frames
     assert len(back) == frames
     np.testing.assert_allclose(back[:, 10:40, 10:100].mean(axis=(1, 2, 3)), np.arange(frames) % 200 + 20, atol=3)
+
+
+def test_read_ahead_keeps_order_and_produces_one_item_ahead():
+    produced = []
+
+    def items():
+        for k in range(6):
+            produced.append(k)
+            yield k
+
+    reader = read_ahead(items())
+    assert next(reader) == 0
+    deadline = time.monotonic() + 5
+    while len(produced) < 3 and time.monotonic() < deadline:  # item 1 queued, item 2 made while 0 is held
+        time.sleep(0.01)
+    time.sleep(0.05)
+    assert produced == [0, 1, 2]  # never further ahead than that
+    assert [0, *reader] == list(range(6))
+
+
+def test_read_ahead_raises_the_producers_error_in_place():
+    def items():
+        yield 1
+        yield 2
+        raise OSError("disk gone")
+
+    reader = read_ahead(items())
+    assert [next(reader), next(reader)] == [1, 2]
+    with pytest.raises(OSError, match="disk gone"):
+        next(reader)
+
+
+def test_read_ahead_stops_its_thread_when_the_caller_stops_early():
+    def items():
+        yield from range(1000)
+
+    before = {t.name for t in threading.enumerate()}
+    reader = read_ahead(items())
+    assert next(reader) == 0
+    reader.close()
+    assert "mmflow-render-ahead" not in {t.name for t in threading.enumerate()} - before
+
+
+def test_rendering_ahead_gives_the_frames_rendered_in_turn():
+    renderer = StripeRenderer()
+    exp = np.zeros((21, 21, 3), np.float32)
+    exp[:, 0, 0] = np.arange(21) * 7
+    video = renderer.video(exp)
+    ahead = np.concatenate(list(video.batches()))
+    in_turn = np.concatenate(list(video.batches(ahead=False)))
+    np.testing.assert_array_equal(ahead, in_turn)
+    assert renderer.calls == [8, 8, 5] * 2
