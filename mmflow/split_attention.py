@@ -27,6 +27,7 @@ Shape letters: ``b`` batch, ``h`` heads, ``N`` joint tokens, ``n`` tokens of a p
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from dataclasses import dataclass, field
 
@@ -68,12 +69,68 @@ GATHER_MAX_KEYS = 16
 
 
 def split_plan(mask: AttentionMask, device: torch.device | str) -> tuple[RowBlock | LocalBlock, ...]:
-    """The ``split`` plan of ``mask``, built once per (policy, lengths, padding, joint views, device)."""
+    """The ``split`` plan of ``mask``, built once per (policy, lengths, padding, joint views, device).
+
+    A bucketed mask (``padding_from``, ``mmflow.buckets``) builds the plan's layout (which keys each block
+    reads) once per bucket, for every padding past ``padding_from``, and only lays this mask's padding onto it."""
     plans = mask._plans
     key = str(torch.device(device))
     if key not in plans:
-        plans[key] = MASK_CACHE.get(mask.cache_key("split", device), lambda: _build_plan(mask, device))
+        if mask._padding_in_range():
+            layout = MASK_CACHE.get(mask.structure_key("split", device, mask.padding_from),
+                                    lambda: _build_plan(mask, device, _reach(mask, device), with_padding=False))
+            plans[key] = _with_padding(layout, mask, device)
+        else:
+            plans[key] = MASK_CACHE.get(mask.cache_key("split", device),
+                                        lambda: _build_plan(mask, device, mask.dense(device)))
     return plans[key]
+
+
+def _reach(mask: AttentionMask, device) -> torch.Tensor:
+    """``(b or 1, 1, N, N)``: every pair the mask may allow under any padding past ``padding_from`` (the policy's
+    own pairs, and every key for a query that may be padding: a padding query sees all real keys)."""
+    maybe = torch.zeros(mask.size, dtype=torch.bool, device=device)
+    for segment, start in zip(mask.segments, mask.padding_from, strict=True):
+        maybe[segment.offset + start : segment.offset + segment.length] = True
+    return mask.structure(device) | maybe[None, None, :, None]
+
+
+def _with_padding(layout: tuple[RowBlock | LocalBlock, ...], mask: AttentionMask, device):
+    """The plan of ``mask``: a bucket's ``layout`` (whose keys hold every pair ``mask`` allows) with the masks
+    of this padding, taken from ``mask.dense``."""
+    dense = mask.dense(device)
+    key_valid = _key_valid(mask, device)
+    blocks = []
+    for block in layout:
+        rows = dense[:, :, block.start : block.stop]
+        if isinstance(block, LocalBlock):
+            local = _chunk_mask(rows, block.index, block.key_real, block.stop - block.start, block.chunk)
+            blocks.append(dataclasses.replace(block, mask=local, additive={}))
+            continue
+        whole_valid = _whole_valid(key_valid, block.whole)
+        if block.rest is None:
+            blocks.append(RowBlock(block.start, block.stop, block.whole, whole_valid, None, None, None))
+            continue
+        rest_mask = torch.cat([rows[..., a:b] for a, b in block.rest], dim=-1)
+        gather = gather_valid = None
+        if block.gather is not None:
+            gather = block.gather.expand(rest_mask.shape[0], -1, -1) if rest_mask.shape[0] > 1 else block.gather
+            gather_valid = block.gather_valid & torch.gather(rest_mask[:, 0], 2, gather)
+        rest_any = rest_mask.any(-1)
+        blocks.append(RowBlock(block.start, block.stop, block.whole, whole_valid, block.rest,
+                               None if bool(rest_mask.all()) else rest_mask, rest_any, gather, gather_valid))
+    return tuple(blocks)
+
+
+def _key_valid(mask: AttentionMask, device) -> torch.Tensor | None:
+    return mask.key_valid.to(device) if mask.per_sample and mask.key_valid is not None else None
+
+
+def _whole_valid(key_valid: torch.Tensor | None, whole: tuple[int, int]) -> torch.Tensor | None:
+    """Which keys of the whole block are real, ``(b, n)``; None when all are."""
+    if key_valid is None or bool(key_valid[:, whole[0] : whole[1]].all()):
+        return None
+    return key_valid[:, whole[0] : whole[1]]
 
 
 def _whole_run(mask: AttentionMask, s: int) -> tuple[int, int] | None:
@@ -142,6 +199,7 @@ class LocalBlock:
     rows: torch.Tensor  # (chunks·chunk,) query positions, the last one repeated into the padding
     index: torch.Tensor  # (chunks, width) key positions
     mask: torch.Tensor
+    key_real: torch.Tensor  # (chunks, width): which entries of index are keys (the rest pad it to the width)
     additive: dict = field(default_factory=dict, compare=False)  # mask per (batch, dtype), shaped for SDPA
 
 
@@ -162,13 +220,19 @@ def _local_block(start: int, stop: int, rows: torch.Tensor, mask: AttentionMask)
     width = max(len(i) for i in indices)
     index = torch.stack([F.pad(i, (0, width - len(i)), value=int(i[0])) for i in indices]).to(rows.device)
     key_real = torch.stack([torch.arange(width) < len(i) for i in indices]).to(rows.device)  # (chunks, width)
+    row_index = torch.arange(start, start + chunks * chunk, device=rows.device).clamp_max(stop - 1)
+    return LocalBlock(start, stop, chunk, row_index, index, _chunk_mask(rows, index, key_real, n, chunk), key_real)
+
+
+def _chunk_mask(rows: torch.Tensor, index: torch.Tensor, key_real: torch.Tensor, n: int, chunk: int) -> torch.Tensor:
+    """``LocalBlock.mask`` ``(b or 1, chunks, chunk, width)`` from the dense rows ``(b or 1, 1, n or more, N)``."""
+    chunks, width = index.shape
+    rows = F.pad(rows[:, :, :n], (0, 0, 0, chunks * chunk - n))
     chunked = rows[:, 0].view(rows.shape[0], chunks, chunk, -1)  # (b or 1, chunks, chunk, N)
     local = torch.gather(chunked, 3, index[None, :, None, :].expand(rows.shape[0], -1, chunk, -1))
     local &= key_real[None, :, None, :]
     row_real = (torch.arange(chunks * chunk, device=rows.device) < n).view(1, chunks, chunk, 1)
-    local |= ~row_real & (torch.arange(width, device=rows.device) == 0)  # padded rows: their first key
-    row_index = torch.arange(start, start + chunks * chunk, device=rows.device).clamp_max(stop - 1)
-    return LocalBlock(start, stop, chunk, row_index, index, local)
+    return local | (~row_real & (torch.arange(width, device=rows.device) == 0))  # padded rows: their first key
 
 
 def _local_mask(block: LocalBlock, heads: int, dtype) -> torch.Tensor:
@@ -197,10 +261,11 @@ def _local_attention(q, k, v, block: LocalBlock) -> torch.Tensor:
     return out.view(b, h, chunks * block.chunk, -1)[:, :, : block.stop - block.start]
 
 
-def _build_plan(mask: AttentionMask, device) -> tuple[RowBlock | LocalBlock, ...]:
-    dense = mask.dense(device)  # (b or 1, 1, N, N)
+def _build_plan(mask: AttentionMask, device, dense: torch.Tensor, with_padding: bool = True):
+    """The blocks of ``mask`` read from the allowed pairs ``dense`` ``(b or 1, 1, N, N)``; without
+    ``with_padding`` no whole block records its padding keys (a bucket's layout: ``_with_padding`` does)."""
     size = mask.size
-    key_valid = mask.key_valid.to(device) if mask.per_sample and mask.key_valid is not None else None
+    key_valid = _key_valid(mask, device) if with_padding else None
     blocks = []
     for s, segment in enumerate(mask.segments):
         start, stop = segment.offset, segment.offset + segment.length
@@ -212,10 +277,7 @@ def _build_plan(mask: AttentionMask, device) -> tuple[RowBlock | LocalBlock, ...
             blocks.append(_local_block(start, stop, rows, mask))
             continue
         rest = tuple(r for r in ((0, whole[0]), (whole[1], size)) if r[1] > r[0])
-        valid = None
-        if key_valid is not None and not bool(key_valid[:, whole[0] : whole[1]].all()):
-            valid = key_valid[:, whole[0] : whole[1]]
-        blocks.append(_rest_block(start, stop, whole, valid, rest, rows))
+        blocks.append(_rest_block(start, stop, whole, _whole_valid(key_valid, whole), rest, rows))
     return tuple(blocks)
 
 

@@ -120,6 +120,31 @@ def test_a_bucket_builds_its_mask_structure_and_block_tables_once_for_all_its_le
             torch.testing.assert_close(out, want, rtol=0, atol=1e-5)
 
 
+@pytest.mark.parametrize("views", [None, VIEWS[:2]], ids=["shared", "per-sample views"])
+def test_a_bucket_builds_one_split_plan_for_all_its_lengths(views):
+    """The split plan's layout is built per bucket (keyed by the padded lengths and padding_from); each length
+    lays only its own padding onto it, and the outputs stay the masked attention's, forward and backward."""
+    MASK_CACHE.clear()
+    lengths = [(47, 15), (50, 15), (53, 16), (56, 16), (48, 16)]  # one bucket (audio 41..56, motion 13..16), padding in it
+    masks = [jam_mask(n_audio, n_motion, _padded_views(2, n_audio, n_motion)[0], views) for n_audio, n_motion in lengths]
+    for mask in masks:
+        q, k, v = (t.requires_grad_() for t in qkv(2, mask.size))
+        got = attend(q, k, v, mask, "split", buckets=BUCKETS)
+        got_grads = torch.autograd.grad(got.square().sum(), (q, k, v))
+        with torch.no_grad():
+            torch.testing.assert_close(attend(q, k, v, mask, "split", buckets=BUCKETS), got, rtol=0, atol=1e-5)
+        want = attend(q, k, v, mask, "sdpa_masked")
+        want_grads = torch.autograd.grad(want.square().sum(), (q, k, v))
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-5)
+        for ours, theirs in zip(got_grads, want_grads, strict=True):
+            torch.testing.assert_close(ours, theirs, rtol=0, atol=1e-5)
+    assert MASK_CACHE.builds["split"] == 1, dict(MASK_CACHE.builds)
+    MASK_CACHE.clear()  # without bucketing: one plan per length
+    for mask in masks:
+        attend(*qkv(2, mask.size), mask, "split")
+    assert MASK_CACHE.builds["split"] == len(lengths)
+
+
 def test_padding_before_the_bucket_start_falls_back_to_an_exact_blockmask():
     MASK_CACHE.clear()
     valid = torch.ones(2, 58, dtype=torch.bool)
