@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import pytest
 import soundfile as sf
 
@@ -54,5 +56,6 @@ def test_reference_kind_option(tmp_path):
     assert make_speaker_sim_ge2e({"reference": "audio|prompt_audio"}, tmp_path).reference_needs == {
         "audio|prompt_audio"}
     for bad in ("video", "audio|video", "audio|audio"):
-        with pytest.raises(InputError, match=r"reference=.*expected prompt_audio\|audio"):
+        with pytest.raises(InputError, match=rf"--metric-option speaker_sim_ge2e\.reference={re.escape(bad)}: "
+                                             r"expected prompt_audio or audio, or both joined by \|"):
             make_speaker_sim_ge2e({"reference": bad}, tmp_path)

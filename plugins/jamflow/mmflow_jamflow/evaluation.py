@@ -30,7 +30,7 @@ from mmflow_motion_liveportrait.plugin import MOTION
 
 from mmflow.codecs import InputError
 from mmflow.evaluation import BenchmarkItem, Sample
-from mmflow.evaluation.options import check_options
+from mmflow.evaluation.options import check_options, float_option, int_option
 
 logger = logging.getLogger(__name__)
 
@@ -194,21 +194,14 @@ class SyncMetric:
         return summarise_sync(rows)
 
 
-SYNC_OPTIONS = {"max_lag": f"frames searched each way (default {MAX_LAG})",
-                "window": f"envelope window in seconds (default {ENVELOPE_SECONDS})"}
+SYNC_OPTIONS = {"max_lag": f"frames searched each way, at most 50 (default {MAX_LAG})",
+                "window": f"envelope window in seconds, at most 1 (default {ENVELOPE_SECONDS})"}
 
 
 def _sync_options(name: str, options: Mapping[str, str]) -> tuple[int, float]:
-    check_options(f"metric {name}", options, SYNC_OPTIONS)
-    try:
-        max_lag = int(options.get("max_lag", MAX_LAG))
-        window = float(options.get("window", ENVELOPE_SECONDS))
-    except ValueError as error:
-        raise InputError(f"metric {name}: {error}; give e.g. {name}.max_lag=5 {name}.window=0.04") from None
-    if not 0 <= max_lag <= 50 or not 0 < window <= 1:
-        raise InputError(f"metric {name}: max_lag must be in [0, 50] frames and window in (0, 1] s; got {max_lag}, "
-                         f"{window}")
-    return max_lag, window
+    options = check_options("metric", name, options, SYNC_OPTIONS)
+    return (int_option(options, "max_lag", MAX_LAG, minimum=0, maximum=50),
+            float_option(options, "window", ENVELOPE_SECONDS, above=0, maximum=1))
 
 
 def make_mouth_sync(options: Mapping[str, str], workdir: Path) -> SyncMetric:

@@ -148,8 +148,9 @@ def test_hdtf_stops_after_limit_and_takes_a_segment_length(tmp_path, cache, monk
 
     through = load_benchmark("hdtf", root, limit=4, registry=get_registry(), options=options)
     assert [item.id for item in through] == ["a_000", "a_001", "a_002", "b_000"]
-    for bad, message in (({"segment_seconds": "0"}, "expected a number of seconds > 0"),
-                         ({"segment_seconds": "x"}, "segment_seconds=x"),
-                         ({"segment": "1"}, r"hdtf has no option\(s\) \['segment'\]")):
+    for bad, message in (({"segment_seconds": "0"}, r"segment_seconds=0 \(benchmark 'hdtf'\): expected a number > 0"),
+                         ({"segment_seconds": "x"}, "--benchmark-option segment_seconds=x"),
+                         ({"segment_seconds": "inf"}, "segment_seconds=inf"),
+                         ({"segment": "1"}, r"benchmark 'hdtf' has no option\(s\) \['segment'\]")):
         with pytest.raises(InputError, match=message):
             load_hdtf(root, options=bad)

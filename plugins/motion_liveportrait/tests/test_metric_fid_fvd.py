@@ -196,18 +196,23 @@ def test_a_file_that_is_not_the_official_layout_is_refused(tmp_path, change):
     (fvd_metric, "fvd.weights", "i3d_pretrained_400.pt"),
 ])
 def test_missing_weights_name_the_option_and_the_file(factory, option, file_name, tmp_path):
-    with pytest.raises(InputError, match=rf"{option} is not set.*{file_name}"):
+    with pytest.raises(InputError, match=rf"needs --metric-option {option}=PATH\. Give the path of {file_name}"):
         factory({}, tmp_path)
-    with pytest.raises(InputError, match=rf"{option}=.*no such file.*{file_name}"):
+    with pytest.raises(InputError, match=rf"--metric-option {option}=.*absent.pt: no such file.*{file_name}"):
         factory({"weights": str(tmp_path / "absent.pt")}, tmp_path)
+    with pytest.raises(InputError, match=rf"--metric-option {option}=.*: not a file.*{file_name}"):
+        factory({"weights": str(tmp_path)}, tmp_path)
 
 
 def test_bad_options_are_named(inception_file, tmp_path):
-    with pytest.raises(InputError, match="fid.frames=some"):
+    with pytest.raises(InputError, match="--metric-option fid.frames=some: expected a whole number ≥ 0"):
         fid_metric({"weights": str(inception_file), "frames": "some"}, tmp_path)
-    with pytest.raises(InputError, match="fid.batch=0"):
+    with pytest.raises(InputError, match="--metric-option fid.batch=0: expected a whole number ≥ 1"):
         fid_metric({"weights": str(inception_file), "batch": "0"}, tmp_path)
-    with pytest.raises(InputError, match=r"no option\(s\) fvd\.clip;.*fvd\.clips"):
+    # The common refusal of unknown keys (mmflow.evaluation.options.check_options): the metric, the unknown key
+    # and every key it takes.
+    with pytest.raises(InputError, match=r"metric 'fvd' has no option\(s\) \['clip'\].*its options are: "
+                                         r"weights: .*; frames: .*; clips: .*; batch: .*; device: "):
         fvd_metric({"clip": "2"}, tmp_path)
 
 

@@ -46,5 +46,4 @@ class GE2ESimilarity(SpeakerSimilarity):
 
 def make_speaker_sim_ge2e(options: Mapping[str, str], workdir: Path) -> GE2ESimilarity:
     """Factory for ``mmflow_metrics``."""
-    options = check_options("metric 'speaker_sim_ge2e'", options, OPTIONS)
-    return GE2ESimilarity(reference_kind("speaker_sim_ge2e", options))
+    return GE2ESimilarity(reference_kind(check_options("metric", "speaker_sim_ge2e", options, OPTIONS)))

@@ -23,10 +23,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from mmflow.codecs import InputError
-from mmflow.evaluation.options import check_options
+from mmflow.evaluation.options import check_options, device_option, path_option
 
 from .ecapa import EcapaHead
-from .options import existing_path
 from .speaker import DEFAULT_REFERENCE, REFERENCE_HELP, SpeakerSimilarity, reference_kind
 from .wavlm import PREFIX, WavLMHiddenStates, official_to_hf, wavlm_config
 
@@ -129,12 +128,10 @@ class SimO(SpeakerSimilarity):
 def make_sim_o(options: Mapping[str, str], workdir: Path) -> SimO:
     """Factory for ``mmflow_metrics``; refuses to run without the official checkpoint (no offline stand-in: the
     offline speaker proxy is the separate metric ``speaker_sim_ge2e``)."""
-    options = check_options("metric 'sim_o'", options, OPTIONS)
-    if "checkpoint" not in options:
-        raise InputError(f"metric 'sim_o' needs --metric-option sim_o.checkpoint=PATH. {WHERE}. Without it, "
-                         f"'speaker_sim_ge2e' (resemblyzer's GE2E encoder, a different metric) runs offline")
-    reference = reference_kind("sim_o", options)
-    path = existing_path("sim_o", "checkpoint", options["checkpoint"], WHERE)
+    options = check_options("metric", "sim_o", options, OPTIONS)
+    path = path_option(options, "checkpoint", f"{WHERE}. Without it, 'speaker_sim_ge2e' (resemblyzer's GE2E "
+                       f"encoder, a different metric) runs offline", required=True)
+    reference, device = reference_kind(options), device_option(options, default="cpu")
     verifier = build_verifier(read_official_weights(path), source=f"sim_o.checkpoint={path}")
     logger.info("sim_o: UniSpeech WavLM-Large ECAPA-TDNN from %s", path)
-    return SimO(verifier, device=options.get("device", "cpu"), reference=reference)
+    return SimO(verifier, device=device, reference=reference)

@@ -13,6 +13,7 @@ import numpy as np
 
 from mmflow.codecs import InputError
 from mmflow.evaluation import Sample, first_kind
+from mmflow.evaluation.options import Options
 
 REFERENCE_KINDS = ("prompt_audio", "audio")
 DEFAULT_REFERENCE = "prompt_audio|audio"
@@ -21,13 +22,16 @@ REFERENCE_HELP = ("prompt_audio|audio (default: the prompt clip where there is o
                   "prompt_audio (the prompt only) or audio (the recording only)")
 
 
-def reference_kind(metric: str, options: Mapping[str, str]) -> str:
+def reference_kind(options: Options) -> str:
     """The ``reference`` option: which reference file the generated speech is compared with — a kind, or kinds
     in order of preference joined by ``|`` (a need with alternatives, ``mmflow.evaluation.first_kind``)."""
-    kind = options.get("reference", DEFAULT_REFERENCE)
+    kind = options.given("reference")
+    if kind is None:
+        return DEFAULT_REFERENCE
     kinds = kind.split("|")
-    if not kinds or any(k not in REFERENCE_KINDS for k in kinds) or len(set(kinds)) != len(kinds):
-        raise InputError(f"--metric-option {metric}.reference={kind}: expected {REFERENCE_HELP}")
+    if any(k not in REFERENCE_KINDS for k in kinds) or len(set(kinds)) != len(kinds):
+        raise options.refuse("reference", kind, f"{' or '.join(REFERENCE_KINDS)}, or both joined by | in order "
+                                                f"of preference")
     return kind
 
 

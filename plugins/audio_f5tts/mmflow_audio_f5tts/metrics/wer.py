@@ -20,9 +20,8 @@ from typing import Any
 
 from mmflow.codecs import InputError
 from mmflow.evaluation import Sample
-from mmflow.evaluation.options import check_options
+from mmflow.evaluation.options import check_options, choice_option, int_option, path_option
 
-from .options import existing_path, whole_number
 from .words import utterance_wer
 
 logger = logging.getLogger(__name__)
@@ -34,6 +33,8 @@ OPTIONS = {
     "beam_size": "beam size (default 5, as F5-TTS)",
     "threads": "CPU threads for the ASR (default 0: CTranslate2's choice)",
 }
+DEVICES = ("auto", "cpu", "cuda")
+"""CTranslate2's devices (faster-whisper's ``WhisperModel(device=...)``; the GPU index is a separate argument)."""
 OFFLINE_LABEL = "whisper tiny.en"
 LARGE_V3_HINT = ("F5-TTS uses Systran/faster-whisper-large-v3: download that folder (huggingface-cli download "
                  "Systran/faster-whisper-large-v3 --local-dir DIR) and pass --metric-option wer.model=DIR")
@@ -58,8 +59,6 @@ class WhisperWER:
                              ) from error
         if device == "auto":
             device = "cuda" if ctranslate2.get_cuda_device_count() > 0 else "cpu"
-        if device not in ("cpu", "cuda"):
-            raise InputError(f"--metric-option wer.device={device}: expected auto, cpu or cuda")
         compute_type = compute_type or ("float16" if device == "cuda" else "float32")
         self.label = label
         self.directions = {f"wer ({label})": False, "wer_pooled": False}
@@ -109,16 +108,16 @@ def offline_model_path() -> str:
 
 def make_wer(options: Mapping[str, str], workdir: Path) -> WhisperWER:
     """Factory for ``mmflow_metrics``: ``wer.model`` (the protocol's model) or the offline tiny.en."""
-    options = check_options("metric 'wer'", options, OPTIONS)
-    if "model" in options:
-        folder = existing_path("wer", "model", options["model"], LARGE_V3_HINT)
-        if not (folder / "model.bin").is_file():
-            raise InputError(f"--metric-option wer.model={options['model']}: not a CTranslate2 Whisper folder "
-                             f"(no model.bin in it). {LARGE_V3_HINT}")
-        model_path, label = str(folder), f"whisper {folder.name}"
-    else:
+    options = check_options("metric", "wer", options, OPTIONS)
+    folder = path_option(options, "model", LARGE_V3_HINT, folder=True)
+    if folder is None:
         model_path, label = offline_model_path(), OFFLINE_LABEL
-    return WhisperWER(model_path, label, device=options.get("device", "auto"),
-                      compute_type=options.get("compute_type"),
-                      beam_size=whole_number("wer", "beam_size", options.get("beam_size", "5")),
-                      threads=whole_number("wer", "threads", options.get("threads", "0"), minimum=0))
+    elif not (folder / "model.bin").is_file():
+        raise InputError(f"{options.spelled('model', options['model'])}: not a CTranslate2 Whisper folder "
+                         f"(no model.bin in it). {LARGE_V3_HINT}")
+    else:
+        model_path, label = str(folder), f"whisper {folder.name}"
+    return WhisperWER(model_path, label, device=choice_option(options, "device", "auto", DEVICES),
+                      compute_type=options.given("compute_type"),
+                      beam_size=int_option(options, "beam_size", 5, minimum=1),
+                      threads=int_option(options, "threads", 0, minimum=0))

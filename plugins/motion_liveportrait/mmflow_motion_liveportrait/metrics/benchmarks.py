@@ -23,7 +23,7 @@ import numpy as np
 
 from mmflow.codecs import InputError
 from mmflow.evaluation.metric import BenchmarkItem
-from mmflow.evaluation.options import check_options
+from mmflow.evaluation.options import check_options, float_option
 from mmflow.io import atomic_path
 
 from .lse import FPS, decode_audio, iter_frames
@@ -180,22 +180,14 @@ def materialise(parts: list[Segment]) -> None:
 # ------------------------------------------------------------------------------------------------ loaders
 
 
-HDTF_OPTIONS = {"segment_seconds": f"length of the segments each clip is cut into (default {SEGMENT_SECONDS:g})"}
+HDTF_OPTIONS = {"segment_seconds": f"length in seconds of the segments each clip is cut into (default "
+                                   f"{SEGMENT_SECONDS:g}, the paper's)"}
 
 
 def hdtf_segment_seconds(options: Mapping[str, str] | None) -> float:
     """The ``segment_seconds`` option (default :data:`SEGMENT_SECONDS`); other keys are refused by name."""
-    options = check_options("benchmark hdtf", options, HDTF_OPTIONS)
-    if "segment_seconds" not in options:
-        return SEGMENT_SECONDS
-    try:
-        seconds = float(options["segment_seconds"])
-    except ValueError:
-        seconds = math.nan
-    if not 0 < seconds < math.inf:
-        raise InputError(f"--benchmark-option segment_seconds={options['segment_seconds']}: expected a number of "
-                         f"seconds > 0 (the paper: {SEGMENT_SECONDS:g})")
-    return seconds
+    options = check_options("benchmark", "hdtf", options, HDTF_OPTIONS)
+    return float_option(options, "segment_seconds", SEGMENT_SECONDS, above=0)
 
 
 def load_hdtf(root: Path | None, limit: int | None = None,

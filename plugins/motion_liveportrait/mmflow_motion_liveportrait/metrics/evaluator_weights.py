@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from mmflow.codecs import InputError
+from mmflow.evaluation.options import Options, path_option
 
 OPTIONAL_SUFFIX = ".num_batches_tracked"
 MAX_LISTED = 8
@@ -25,17 +26,11 @@ class EvaluatorWeightsError(InputError):
     """A weights file is not the official file of the network it is given for."""
 
 
-def weights_path(options, metric: str, file_name: str, source: str) -> Path:
-    """The path given as ``<metric>.weights``, or an ``InputError`` naming that option and the file."""
-    option = f"{metric}.weights"
-    given = options.get("weights")
-    if not given:
-        raise InputError(f"{option} is not set: pass --metric-option {option}=/path/to/{file_name} ({source}); "
-                         f"evaluator weights are never downloaded.")
-    path = Path(given).expanduser()
-    if not path.is_file():
-        raise InputError(f"{option}={given}: no such file; pass the path of {file_name} ({source}).")
-    return path
+def weights_path(options: Options, file_name: str, source: str) -> Path:
+    """The official weights file given as the metric's ``weights`` option (required); errors name the option,
+    the file and where it comes from."""
+    return path_option(options, "weights", f"Give the path of {file_name} ({source}); evaluator weights are never "
+                                           f"downloaded.", required=True)
 
 
 def load_official_weights(build: Callable[[], nn.Module], path: str | os.PathLike, label: str) -> nn.Module:

@@ -18,14 +18,21 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from mmflow.evaluation.options import DEVICE_HELP, check_options, device_option, int_option
+
 from ..video import read_video
 from .evaluator_weights import file_digest, load_official_weights, weights_path
 from .frechet import FrechetMetric
 from .inception import FID_FEATURES, FID_INPUT_SIZE, FID_WEIGHTS_FILE, FIDInceptionV3
-from .metric_options import check_options, device_option, int_option
 
 WEIGHTS_SOURCE = ("pytorch-fid's TF-ported Inception, https://github.com/mseitzer/pytorch-fid/releases/download/"
                   "fid_weights/" + FID_WEIGHTS_FILE)
+OPTIONS = {
+    "weights": f"the official {FID_WEIGHTS_FILE} (required)",
+    "frames": "frames per video, evenly spaced (default 0: every frame)",
+    "batch": "frames per forward pass (default 50, as pytorch-fid)",
+    "device": DEVICE_HELP,
+}
 
 
 def sample_frames(total: int, count: int) -> np.ndarray:
@@ -58,11 +65,11 @@ class InceptionFeatures:
 
 def fid_metric(options: Mapping[str, str], workdir: Path) -> FrechetMetric:
     """The ``fid`` metric factory (``mmflow_metrics``)."""
-    check_options(options, "fid", ("weights", "frames", "batch", "device"))
-    path = weights_path(options, "fid", FID_WEIGHTS_FILE, WEIGHTS_SOURCE)
-    frames = int_option(options, "fid", "frames", 0, 0)
-    batch = int_option(options, "fid", "batch", 50, 1)
-    device = device_option(options, "fid")
+    options = check_options("metric", "fid", options, OPTIONS)
+    path = weights_path(options, FID_WEIGHTS_FILE, WEIGHTS_SOURCE)
+    frames = int_option(options, "frames", 0, minimum=0)
+    batch = int_option(options, "batch", 50, minimum=1)
+    device = device_option(options)
     model = load_official_weights(lambda: FIDInceptionV3(input_size=FID_INPUT_SIZE), path, "pytorch-fid Inception")
     protocol = f"fid pytorch-fid inception {file_digest(path)} frames={frames}"
     return FrechetMetric("fid", Path(workdir), InceptionFeatures(model, frames, batch, device), protocol)

