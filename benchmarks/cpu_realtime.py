@@ -37,6 +37,7 @@ RTF 1.8; 3.4 GB RSS for a 59 s paragraph), and the same cases run by this script
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import os
 import platform
@@ -208,6 +209,51 @@ def run_case(name: str, video: bool, profile: bool, env: dict[str, str] | None =
         return result
 
 
+def _warm_child(cases: list[str], out_root: Path) -> list[dict]:
+    """In this process: load the default pipeline once, then per case a first call and a second (warm) one, each
+    ``pipe(text, portrait) → result.save`` as ``mmflow generate`` does (what the app and the Python API do after
+    their start-up). Returns one record per call."""
+    importlib.import_module("mmflow")  # first, as in the CLI: it sets OMP_WAIT_POLICY before torch loads OpenMP
+    import torch
+    from mmflow_jamflow.default_model import default_model_path
+    from mmflow_jamflow.pipeline import JAMFlowPipeline
+    from mmflow_motion_liveportrait.face import demo_portrait_path
+
+    pipe = JAMFlowPipeline.from_pretrained(default_model_path())
+    records = []
+    for name in cases:
+        for video in (True, False):
+            for call in ("first", "warm"):
+                out = out_root / f"{name}-{'video' if video else 'audio'}-{call}"
+                begun, cpu = time.time(), time.process_time()
+                result = pipe("talking_head", TEXTS[name], portrait=demo_portrait_path() if video else None, seed=0)
+                generated = time.time() - begun
+                with torch.no_grad():
+                    written = result.save(out, kinds=("wav", "npz", "pkl", *(("mp4",) if video else ())))
+                wall = time.time() - begun
+                audio = _wav_seconds(out / "sample.wav")
+                records.append({"case": name, "video": video, "call": call, "wall_s": round(wall, 3),
+                                "generate_s": round(generated, 3), "save_s": round(wall - generated, 3),
+                                "audio_s": round(audio, 3), "rtf": round(wall / audio, 3),
+                                "cpu_s": round(time.process_time() - cpu, 3),
+                                "outputs": [Path(p).name for p in written]})
+    return records
+
+
+def run_warm(cases: list[str], env: dict[str, str] | None = None) -> list[dict]:
+    """``_warm_child`` in one fresh subprocess (the calls after start-up: no imports, the model loaded once)."""
+    with tempfile.TemporaryDirectory(prefix="mmflow-cpu-rt-warm-") as tmp:
+        code = (f"import sys, json, pathlib; sys.path.insert(0, {str(ROOT / 'benchmarks')!r}); "
+                f"from cpu_realtime import _warm_child; "
+                f"print('RESULT ' + json.dumps(_warm_child(json.loads(sys.argv[1]), pathlib.Path(sys.argv[2]))))")
+        proc = subprocess.run([sys.executable, "-c", code, json.dumps(cases), tmp], capture_output=True, text=True,
+                              env=os.environ | (env or {}))
+        if proc.returncode:
+            raise RuntimeError(f"warm runs failed:\n{proc.stderr[-4000:]}")
+        line = next(row for row in proc.stdout.splitlines() if row.startswith("RESULT "))
+        return json.loads(line[len("RESULT "):])
+
+
 def _commit() -> str:
     """The checked-out commit, so a labelled run names its code."""
     head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
@@ -224,6 +270,8 @@ def main(argv=None) -> int:
                         help="environment of the runs (e.g. OMP_WAIT_POLICY= for the OpenMP runtime's own default)")
     parser.add_argument("--busy", type=int, default=0, help="processes spinning on a core during the runs (the "
                         "shared machine's other work, made repeatable)")
+    parser.add_argument("--warm", action="store_true", help="also the calls after start-up: one process loads the "
+                        "model once and generates each case twice (first call, warm call), as the app does")
     parser.add_argument("--note", default="", help="how this run differs (stored with it)")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args(argv)
@@ -242,6 +290,9 @@ def main(argv=None) -> int:
             if args.profile:
                 runs.append(run_case(name, video, profile=True, env=env))
                 print(json.dumps(runs[-1]), flush=True)
+    warm = run_warm(args.cases, env) if args.warm else None
+    for record in warm or []:
+        print(json.dumps(record), flush=True)
     for process in busy:
         process.terminate()
     document = json.loads(args.out.read_text()) if args.merge and args.out.exists() else {}
@@ -254,6 +305,8 @@ def main(argv=None) -> int:
     document.setdefault("runs", {})[args.label] = {"date_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                                                    "commit": _commit(), "env": env, "busy_processes": args.busy, "note": args.note,
                                                    "cases": runs}
+    if warm is not None:
+        document["runs"][args.label]["warm_calls"] = warm
     from mmflow.io import write_text_atomic
 
     write_text_atomic(args.out, json.dumps(document, indent=2) + "\n")
