@@ -94,6 +94,8 @@ def test_the_attribute_and_the_config_stay_one_setting():
     assert LengthBuckets.from_config(model.config.length_buckets, RATES) == other
     model.length_buckets = "off"
     assert model.length_buckets is None and model.config.length_buckets is None
+    given = MMDiT(**tiny_config(), length_buckets=LengthBuckets(8, 1.5, 8))  # an object given to the constructor
+    assert given.config.length_buckets == {"min_length": 8, "growth": 1.5, "multiple": 8, "joint": False}
 
 
 def test_a_config_without_the_key_loads_as_before(tmp_path):
@@ -125,11 +127,7 @@ def test_a_saved_model_keeps_its_setting_and_gives_the_unpadded_outputs(tmp_path
     assert json.loads((tmp_path / "config.json").read_text())["length_buckets"] == setting
     loaded = MMDiT.from_pretrained(tmp_path).eval()
     assert loaded.length_buckets == LengthBuckets.from_config(setting, RATES) and loaded.length_buckets is not None
-    import mmflow.transformer as transformer
-
-    seen = []
-    attend = transformer.attend
-    monkeypatch.setattr(transformer, "attend", lambda *args: seen.append(args[-1]) or attend(*args))
+    seen = _spy_attend(monkeypatch)
     got = _velocities(loaded)
     assert seen and all(buckets == loaded.length_buckets for buckets in seen)  # bucketing really ran
     for name in want:
@@ -226,12 +224,8 @@ def _folder_bytes(folder: Path) -> dict[str, bytes]:
 
 
 def test_mmflow_generate_length_buckets_overrides_the_saved_setting_for_one_run(tri_folder, tmp_path, monkeypatch):
-    import mmflow.transformer as transformer
-
     before = _folder_bytes(tri_folder)
-    seen = []
-    attend = transformer.attend
-    monkeypatch.setattr(transformer, "attend", lambda *args: seen.append(args[-1]) or attend(*args))
+    seen = _spy_attend(monkeypatch)
     want = _generate(tri_folder, tmp_path / "plain")
     assert seen and all(buckets is None for buckets in seen)
     seen.clear()
@@ -270,3 +264,73 @@ def test_model_setting_keeps_the_short_form_only_where_it_reads_back_the_same():
     buckets, saved = model_setting(LengthBuckets.time_aligned(RATES), RATES)
     assert saved == "time_aligned" and buckets == LengthBuckets.time_aligned(RATES)
     assert model_setting(None, RATES) == (None, None) and model_setting("off", RATES) == (None, None)
+
+
+def _spy_attend(monkeypatch) -> list:
+    """The ``buckets`` argument of every attention call the model makes."""
+    import mmflow.transformer as transformer
+
+    seen, attend = [], transformer.attend
+    monkeypatch.setattr(transformer, "attend", lambda *args: seen.append(args[-1]) or attend(*args))
+    return seen
+
+
+def test_jamflow_generate_takes_length_buckets_from_the_generic_options(tmp_path, monkeypatch):
+    """JAM-Flow's own command line gets the flag from mmflow.generate_command (one home), on the embedded default."""
+    pytest.importorskip("espeakng_loader")
+    import soundfile
+    from mmflow_jamflow.default_model import default_model_path
+
+    from mmflow.cli import main
+
+    before = _folder_bytes(default_model_path())
+    seen = _spy_attend(monkeypatch)
+    common = ["generate", "--text", "Good morning.", "--seed", "1", "--steps", "2", "--no-video", "--outputs", "wav,npz"]
+    assert main([*common, "--out", str(tmp_path / "plain")]) == 0
+    assert seen and all(buckets is None for buckets in seen)
+    seen.clear()
+    assert main([*common, "--length-buckets", "time_aligned", "--out", str(tmp_path / "bucketed")]) == 0
+    assert seen and all(buckets is not None and {n for n, _ in buckets.streams} == {"audio", "motion"} for buckets in seen)
+    assert _folder_bytes(default_model_path()) == before
+    for name in ("plain", "bucketed"):
+        assert (tmp_path / name / "sample.npz").is_file()
+    np.testing.assert_allclose(np.load(tmp_path / "bucketed" / "sample.npz")["exp"],
+                               np.load(tmp_path / "plain" / "sample.npz")["exp"], rtol=0, atol=1e-4)
+    wave = {name: soundfile.read(tmp_path / name / "sample.wav", dtype="float32")[0] for name in ("plain", "bucketed")}
+    np.testing.assert_allclose(wave["bucketed"], wave["plain"], rtol=0, atol=1e-4)
+
+
+@pytest.mark.parametrize(("setting", "message"), [
+    ("time_aligned", None),
+    ({"growth": 0.5}, "model.length_buckets.growth: must be a number > 1"),
+])
+def test_the_jamflow_recipe_passes_model_length_buckets_to_the_model(tmp_path, monkeypatch, caplog, setting, message):
+    """The recipe builds its model from its own ``jamflow`` section; ``model.length_buckets`` reaches it."""
+    pytest.importorskip("espeakng_loader")
+    import runpy
+
+    import mmflow.training
+
+    root = Path(__file__).resolve().parents[1]
+    data = yaml.safe_load((root / "recipes/configs/jamflow_tiny.yaml").read_text())
+    data["model"] = {"length_buckets": setting}
+    data["data"]["kwargs"].update(num_clips=2, cache_dir=str(tmp_path / "corpus"))
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(data))
+    built = []
+
+    def build_model(model_config, seed=0):  # the recipe's model, then stop before data and training
+        built.append(real_build(model_config, seed))
+        raise mmflow.training.ConfigError("stopped by the test after building the model")
+
+    real_build = mmflow.training.build_model
+    monkeypatch.setattr(mmflow.training, "build_model", build_model)
+    main = runpy.run_path(str(root / "recipes/jamflow.py"))["main"]
+    assert main(["--config", str(config), "--output-dir", str(tmp_path / "run")]) == 2
+    if message is not None:
+        assert message in caplog.text and not built
+        return
+    assert "stopped by the test" in caplog.text
+    (model,) = built
+    assert model.length_buckets == LengthBuckets.time_aligned(model.stream_rates)
+    assert model.config.length_buckets == "time_aligned"  # saved so with the exported model
