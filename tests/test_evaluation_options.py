@@ -48,7 +48,7 @@ def test_int_option_reads_whole_numbers_within_the_bounds():
     assert int_option(metric(), "n", 3, minimum=1) == 3
     assert int_option(metric(n="7"), "n", 3, minimum=1, maximum=7) == 7
     assert int_option(metric(n="-4"), "n", 3) == -4
-    for bad in ("x", "2.5", "0", "8", " "):
+    for bad in ("x", "2.5", "0", "8", " ", "9" * 400):  # the last: larger than any float, compared exactly
         with refused(f"--metric-option toy.n={bad}: expected a whole number ≥ 1 and ≤ 7 (n: a count (default 3))"):
             int_option(metric(n=bad), "n", 3, minimum=1, maximum=7)
     with refused("toy.n=-1: expected a whole number ≥ 0 (n:"):

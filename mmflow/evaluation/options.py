@@ -6,9 +6,9 @@ option as the user wrote it, its value, what is accepted and the option's help).
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ..codecs import InputError
 
@@ -16,6 +16,7 @@ if TYPE_CHECKING:
     import torch
 
 KINDS = ("metric", "benchmark")
+T = TypeVar("T")
 DEVICE_HELP = "cpu, cuda or cuda:N (default: the first GPU when there is one, else cpu)"
 """The help of a ``device`` option read by :func:`device_option` with no default."""
 
@@ -69,55 +70,55 @@ def check_options(kind: str, name: str, options: Mapping[str, str] | None, known
     return checked
 
 
-def _bounds(low: str, high: str) -> str:
-    return " and ".join(part for part in (low, high) if part)
+def _read(options: Options, key: str, default: T, convert: Callable[[str], T], accepted: str,
+          valid: Callable[[T], bool]) -> T:
+    """The one path of the typed readers: ``default`` when absent, else ``convert(value)`` if it converts and
+    is ``valid``, else the refusal naming ``accepted``."""
+    given = options.given(key)
+    if given is None:
+        return default
+    try:
+        value = convert(given)
+    except ValueError:
+        raise options.refuse(key, given, accepted) from None
+    if not valid(value):
+        raise options.refuse(key, given, accepted)
+    return value
+
+
+def _bounded(kind: str, low: float | None, high: float | None, strict_low: bool) -> tuple[str, Callable]:
+    """What a number must be (``a whole number ≥ 1 and ≤ 50``) and the test of a value against those bounds."""
+    bounds = [f"{'>' if strict_low else '≥'} {low:g}" if low is not None else "",
+              f"≤ {high:g}" if high is not None else ""]
+    accepted = " ".join([kind, " and ".join(b for b in bounds if b)]).rstrip()
+
+    def inside(value: float) -> bool:
+        if isinstance(value, float) and not math.isfinite(value):
+            return False
+        above_low = low is None or value > low or (value == low and not strict_low)
+        return above_low and (high is None or value <= high)
+
+    return accepted, inside
 
 
 def int_option(options: Options, key: str, default: int, *, minimum: int | None = None,
                maximum: int | None = None) -> int:
     """``options[key]`` as a whole number in ``[minimum, maximum]`` (either bound optional); ``default`` when
     absent."""
-    given = options.given(key)
-    if given is None:
-        return default
-    try:
-        value = int(given)
-    except ValueError:
-        value = None
-    if value is None or (minimum is not None and value < minimum) or (maximum is not None and value > maximum):
-        low = f"≥ {minimum}" if minimum is not None else ""
-        high = f"≤ {maximum}" if maximum is not None else ""
-        raise options.refuse(key, given, f"a whole number {_bounds(low, high)}".rstrip())
-    return value
+    return _read(options, key, default, int, *_bounded("a whole number", minimum, maximum, strict_low=False))
 
 
 def float_option(options: Options, key: str, default: float, *, above: float | None = None,
                  maximum: float | None = None) -> float:
     """``options[key]`` as a finite number ``> above`` and ``≤ maximum`` (either bound optional); ``default``
     when absent."""
-    given = options.given(key)
-    if given is None:
-        return default
-    try:
-        value = float(given)
-    except ValueError:
-        value = math.nan
-    if not math.isfinite(value) or (above is not None and value <= above) or (maximum is not None and value > maximum):
-        low = f"> {above:g}" if above is not None else ""
-        high = f"≤ {maximum:g}" if maximum is not None else ""
-        raise options.refuse(key, given, f"a number {_bounds(low, high)}".rstrip())
-    return value
+    return _read(options, key, default, float, *_bounded("a number", above, maximum, strict_low=True))
 
 
 def choice_option(options: Options, key: str, default: str, choices: Iterable[str]) -> str:
     """``options[key]``, which must be one of ``choices``; ``default`` when absent."""
     choices = tuple(choices)
-    given = options.given(key)
-    if given is None:
-        return default
-    if given not in choices:
-        raise options.refuse(key, given, f"one of {', '.join(choices)}")
-    return given
+    return _read(options, key, default, str, f"one of {', '.join(choices)}", lambda value: value in choices)
 
 
 def path_option(options: Options, key: str, fix: str, *, folder: bool = False, required: bool = False) -> Path | None:
