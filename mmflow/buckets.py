@@ -17,10 +17,9 @@ It is a saved model setting: the MMDiT config argument ``length_buckets`` holds 
 set it under ``model.length_buckets`` and ``mmflow generate --length-buckets`` overrides it for one run. The
 short form ``"time_aligned"`` keeps no rates of its own: the ladders are derived from the model's streams.
 
-It is off by default because padding is not free: up to ``growth`` more
-tokens, and a copy of q/k/v in and out. It pays where a new length is expensive (a compiled kernel, a
-BlockMask); on CPU with dense masks, which cost milliseconds to build, it does not
-(``benchmarks/mask_build.py``, ``benchmarks/results/mask-build-cpu*.json``).
+It is off by default because padding is not free: up to ``growth`` more tokens, and a copy of q/k/v in and out.
+It pays where a new length is expensive (a compiled kernel, a BlockMask); on CPU with dense masks, which cost
+milliseconds to build, it does not (``benchmarks/mask_build.py``, ``benchmarks/results/mask-build-cpu*.json``).
 
 Shape letters: ``b`` batch, ``h`` heads, ``N`` joint tokens, ``d`` head width.
 """
