@@ -118,3 +118,5 @@ def test_wer_options_are_checked(tmp_path):
         make_wer({"model": str(tmp_path)}, tmp_path)
     with pytest.raises(InputError, match="beam_size"):
         make_wer({"beam_size": "0"}, tmp_path)
+    with pytest.raises(InputError, match=r"--metric-option wer\.device=tpu: expected one of auto, cpu, cuda"):
+        make_wer({"device": "tpu"}, tmp_path)

@@ -162,6 +162,8 @@ def test_factory_names_the_option_and_the_file(tmp_path):
         make_lse({"weights": "x", "audio": "reference", "video": "reference"}, tmp_path)
     with pytest.raises(InputError, match="unknown option"):
         make_lse({"weights": "x", "vshfit": "15"}, tmp_path)
+    with pytest.raises(InputError, match=r"--metric-option lse\.vshift=-1: expected a whole number ≥ 0 \(vshift: frames"):
+        make_lse({"weights": "x", "vshift": "-1"}, tmp_path)
 
 
 # ------------------------------------------------------------------------------------------------ offset search
