@@ -176,7 +176,8 @@ def run_case(name: str, video: bool, profile: bool, env: dict[str, str] | None =
                      f"p = cProfile.Profile(); rc = p.runcall(_child, argv, pathlib.Path({str(mark)!r}), chain); "
                      f"p.dump_stats({str(stats)!r}); sys.exit(rc)")
         else:
-            code += f"sys.exit(_child(argv, pathlib.Path({str(mark)!r})))"
+            code += (f"rc = _child(argv, pathlib.Path({str(mark)!r})); "  # then leave as the `mmflow` script does
+                     f"from mmflow.cli import exit_without_teardown; exit_without_teardown(rc)")
         load = os.getloadavg()[0]  # the machine is shared: a busy one slows every case alike
         launched = time.time()
         log = Path(tmp) / "log.txt"

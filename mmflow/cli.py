@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+import atexit
+import os
 import sys
+import threading
 
 from .io import OutputLockedError
 from .plugins import KINDS, PluginError, get_registry
@@ -101,5 +104,39 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+FAST_EXIT_COMMANDS = frozenset({"generate"})
+"""Commands whose process may end without the interpreter's teardown (``exit_without_teardown``): everything they
+write is closed and renamed into place before they return."""
+
+
+def exit_without_teardown(code: int) -> None:
+    """End the process now, skipping only the interpreter's teardown of its modules.
+
+    Tearing down the ~4000 modules that torch, diffusers and transformers load takes about 1.2 s on 2 CPU cores,
+    a sixth of ``mmflow generate`` for a 6 s clip (issue 19), and does nothing for the user. What teardown would
+    still do is done here first: the atexit handlers run (logging's flush, temporary folders, helper processes) and
+    stdout/stderr are flushed. While another non-daemon thread is alive the normal exit is taken, which waits for it.
+    """
+    if any(thread.is_alive() and not thread.daemon for thread in threading.enumerate()
+           if thread is not threading.main_thread()):
+        sys.exit(code)
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except (OSError, ValueError):  # a closed pipe (`mmflow generate ... | head`): nothing left to deliver
+            pass
+    os._exit(code)
+
+
+def run() -> None:
+    """The ``mmflow`` console script: ``main()``, and for the commands of ``FAST_EXIT_COMMANDS`` a quick exit."""
+    code = main()
+    if sys.argv[1:2] and sys.argv[1] in FAST_EXIT_COMMANDS:
+        exit_without_teardown(code)
+    else:
+        sys.exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    run()
