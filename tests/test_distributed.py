@@ -11,9 +11,11 @@ import re
 import subprocess
 import sys
 import textwrap
+import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
+import psutil
 import pytest
 import torch
 import yaml
@@ -83,12 +85,33 @@ def toy_config(tmp_path: Path, **changes) -> Path:
     return path
 
 
+LAUNCH_TIMEOUT = 120
+"""Seconds one two-process launch may take (each takes 10-15 s here). Once in about ten runs of the FSDP test on
+this 2-core machine one launch never finished (never reproduced alone); such a hang is killed and launched once
+more, with a warning that shows its log, instead of stalling the suite until pytest's 300 s timeout."""
+
+
 def launch(config_file: str, *arguments: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
     command = [str(VENV_BIN / "accelerate"), "launch", "--config_file", str(CONFIGS / config_file),
                "--main_process_port", "0", *arguments]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300, cwd=ROOT)
+    for attempt in (1, 2):
+        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                   cwd=ROOT)
+        try:
+            stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
+            break
+        except subprocess.TimeoutExpired:
+            launcher = psutil.Process(process.pid)
+            for child in [*launcher.children(recursive=True), launcher]:  # the ranks run in sessions of their own
+                child.kill()
+            stdout, stderr = process.communicate()
+            if attempt == 2:
+                pytest.fail(f"two launches of {arguments[0]} hung past {LAUNCH_TIMEOUT} s:\n{stderr[-4000:]}")
+            warnings.warn(f"a launch of {arguments[0]} hung past {LAUNCH_TIMEOUT} s (gloo on a loaded 2-core "
+                          f"machine); launched again:\n{stderr[-2000:]}", stacklevel=2)
+    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
     assert result.returncode == 0, result.stderr[-4000:]
     return result
 
