@@ -60,9 +60,10 @@ SENTENCE = ("The small boat drifted past the harbour lights while the old keeper
 TEXTS = {
     "2s": "Good morning to you.",
     "6s": "Good morning, how are you today? I hope you slept well and had a nice breakfast.",
+    "14s": SENTENCE * 2,
     "60s": SENTENCE * 9,
 }
-"""Texts whose default-speed speech lasts about 2, 6 and 60 seconds (the written wav says exactly how long)."""
+"""Texts whose default-speed speech lasts about 2, 6, 14 and 60 seconds (the written wav says exactly how long)."""
 
 IMPORT_CHAIN = [
     ("torch", "import torch"),
@@ -97,7 +98,9 @@ PHASES = {
 }
 """cProfile entries (file suffix, function name) whose cumulative time makes up each phase: the audio codec's
 ``encode`` is the text front end (espeak timing, tokens), its ``decode`` the vocoder (mel → wave); the motion
-codec's ``decode`` renders the frames; ``make_renderer`` is the renderer's set-up (portrait, landmarks)."""
+codec's ``decode`` returns the frames unrendered (a ``RenderedVideo``): they are rendered while ``write_video``
+encodes them, in a background thread cProfile does not see, so ``mux`` holds render + encode; ``make_renderer`` is
+the renderer's set-up (portrait, landmarks)."""
 
 
 def _import_chain() -> dict[str, float]:
@@ -263,7 +266,7 @@ def _commit() -> str:
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cases", nargs="+", choices=sorted(TEXTS), default=["2s", "6s", "60s"])
+    parser.add_argument("--cases", nargs="+", choices=sorted(TEXTS), default=["2s", "6s", "14s", "60s"])
     parser.add_argument("--profile", action="store_true", help="also a cProfile run per case, for the breakdown")
     parser.add_argument("--label", default="baseline", help="name of this run in the JSON (e.g. before / after)")
     parser.add_argument("--merge", action="store_true", help="keep the other labelled runs already in --out")
