@@ -110,7 +110,7 @@ def bench_clip(seconds: float, args, device, dtype, variants) -> dict:
             continue
         MASK_CACHE.clear()
         with torch.no_grad():
-            row[f"{name}_first_call_ms"] = clock(lambda: attend(q, k, v, fresh_mask(), name), device)
+            row[f"{name}_first_call_ms"] = clock(lambda name=name: attend(q, k, v, fresh_mask(), name), device)
     if "flex" in variants:
         MASK_CACHE.clear()
         start = time.perf_counter()
@@ -150,7 +150,7 @@ def bench_clip(seconds: float, args, device, dtype, variants) -> dict:
         if "split" in backward:
             split_grads = step("split")
             row["split_vs_dense_grad_error"] = {
-                name: errors(got, want) for name, got, want in zip(("dq", "dk", "dv"), split_grads, dense_grads)
+                name: errors(got, want) for name, got, want in zip(("dq", "dk", "dv"), split_grads, dense_grads, strict=True)
             }
     return row
 

@@ -56,7 +56,7 @@ def forward_backward(q, k, v, mask, backend):
 def assert_exact(mask, q, k, v, tolerance):
     reference = forward_backward(q, k, v, mask, "sdpa_masked")
     split = forward_backward(q, k, v, mask, "split")
-    for name, want, got in zip(("out", "dq", "dk", "dv"), reference, split):
+    for name, want, got in zip(("out", "dq", "dk", "dv"), reference, split, strict=True):
         error = (got.double() - want.double()).abs().max().item()
         assert error <= tolerance, (name, error)
     with torch.no_grad():  # inference takes the fused kernels' log-sum-exp instead of the sink: same result
@@ -194,7 +194,7 @@ def test_split_matches_dense_on_cuda(dtype, padding):
         split = (attend(q, k, v, mask, "split"), *split)
     reference = (reference[0], *reference)
     tolerance = 1e-5 if dtype == torch.float32 else 2e-2  # relative norm; bf16: the dense path's own rounding
-    for name, want, got in zip(("no_grad out", "out", "dq", "dk", "dv"), reference, split):
+    for name, want, got in zip(("no_grad out", "out", "dq", "dk", "dv"), reference, split, strict=True):
         error = ((got.float() - want.float()).norm() / want.float().norm()).item()
         assert error <= tolerance, (name, error)
     assert split_module._cuda_flash_ok[0], "the CUDA flash kernel with log-sum-exp failed; see the warning"

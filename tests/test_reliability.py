@@ -25,12 +25,16 @@ pytest.importorskip("mmflow_jamflow")
 from mmflow_audio_f5tts.audio_io import AudioInputError, write_wav  # noqa: E402
 from mmflow_jamflow.cli import add_generate, run_generate  # noqa: E402
 from mmflow_jamflow.default_model import default_model_path  # noqa: E402
-from mmflow.model_folder import ModelFolderError  # noqa: E402
 from mmflow_jamflow.pipeline import MissingInputError  # noqa: E402
 from mmflow_motion_liveportrait.face import FaceError, NoFaceError, demo_portrait_path  # noqa: E402
-from mmflow_motion_liveportrait.motion_template import MotionTemplate, MotionTemplateError, save_motion_template  # noqa: E402
+from mmflow_motion_liveportrait.motion_template import (  # noqa: E402
+    MotionTemplate,
+    MotionTemplateError,
+    save_motion_template,
+)
 
 from mmflow.io import LOCK_NAME, OutputLockedError, folder_lock  # noqa: E402
+from mmflow.model_folder import ModelFolderError  # noqa: E402
 from mmflow.validation import InputRangeError  # noqa: E402
 
 TEXT = ["--text", "Hi."]

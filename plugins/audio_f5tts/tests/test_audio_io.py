@@ -280,7 +280,6 @@ def test_f5_resampler_equals_torchaudio_bit_for_bit(rate):
     """F5-TTS resamples references with torchaudio's default Resample; ``sinc_resample`` reproduces it exactly."""
     torchaudio = pytest.importorskip("torchaudio")
     import torch
-
     from mmflow_audio_f5tts.audio_io import sinc_resample
 
     wave = (np.random.default_rng(rate).standard_normal(rate // 2) * 0.1).astype(np.float32)

@@ -120,7 +120,11 @@ def test_a_given_templates_head_pose_survives_generate_and_remove_silence(tmp_pa
     """Dubbing a template with head motion: the saved templates keep its pose, also after --remove-silence."""
     import torch
     from mmflow_motion_liveportrait.keypoints import rotation_matrix
-    from mmflow_motion_liveportrait.motion_template import MotionTemplate, load_motion_template, save_motion_template
+    from mmflow_motion_liveportrait.motion_template import (
+        MotionTemplate,
+        load_motion_template,
+        save_motion_template,
+    )
 
     frames = 40
     rotation = rotation_matrix(torch.zeros(frames), torch.zeros(frames), torch.linspace(0, 10, frames)).numpy()
