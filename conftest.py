@@ -1,6 +1,7 @@
 """Settings for every test folder (tests/ and each plugin's tests/)."""
 
 import os
+import shutil
 import tempfile
 
 
@@ -10,4 +11,4 @@ def pytest_configure(config):
     if "MMFLOW_TEST_KEEP_CACHE" not in os.environ:
         folder = tempfile.mkdtemp(prefix="mmflow-test-cache-")
         os.environ["XDG_CACHE_HOME"] = folder
-        config.add_cleanup(lambda: __import__("shutil").rmtree(folder, ignore_errors=True))
+        config.add_cleanup(lambda: shutil.rmtree(folder, ignore_errors=True))

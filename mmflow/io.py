@@ -108,6 +108,13 @@ def _replace_folder(tmp: Path, path: Path) -> None:
     shutil.rmtree(backup, ignore_errors=True)
 
 
+def user_cache_folder(*parts: str) -> Path:
+    """``$XDG_CACHE_HOME/mmflow/<parts>`` (``~/.cache/mmflow/...`` by default): where mmflow keeps what it can
+    compute again (face detections, benchmark clips); nothing is created here."""
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base, "mmflow", *parts)
+
+
 def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text)

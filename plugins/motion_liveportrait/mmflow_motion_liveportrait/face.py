@@ -370,13 +370,7 @@ class LandmarkDetector:
                 )
             raise NoFaceError(f"{what}: no face found. {hint}")
         if len(detections) > 1:
-            logger.warning(
-                "%s: %d faces found; using the largest (%.0f px at %s)",
-                what,
-                len(detections),
-                detections[0].size,
-                tuple(round(v) for v in detections[0].box),
-            )
+            warn_several_faces(name, len(detections), detections[0])
         face = detections[0]
         if face.size < self.min_face_size:
             raise FaceTooSmallError(
@@ -385,6 +379,12 @@ class LandmarkDetector:
                 f"min_face_size."
             )
         return face
+
+
+def warn_several_faces(name: str | None, count: int, used: Detection) -> None:
+    """The warning for a portrait in which ``count`` faces were found and ``used`` (the largest) is animated."""
+    logger.warning("%s: %d faces found; using the largest (%.0f px at %s)", _describe(name), count, used.size,
+                   tuple(round(v) for v in used.box))
 
 
 @functools.lru_cache(maxsize=1)

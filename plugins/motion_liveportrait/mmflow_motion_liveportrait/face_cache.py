@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mmflow.io import atomic_path
+from mmflow.io import user_cache_folder, write_text_atomic
 
 from .face import (
     ASSETS,
@@ -31,8 +31,8 @@ from .face import (
     NUM_LANDMARKS,
     Detection,
     LandmarkDetector,
-    _describe,
     default_detector,
+    warn_several_faces,
 )
 
 logger = logging.getLogger(__name__)
@@ -41,12 +41,6 @@ SHIPPED = ASSETS / "faces"
 """Entries shipped with the package (read-only; looked up before the user cache)."""
 FORMAT = 1
 """Version of the entry layout and of the detection rules; raise it when either changes."""
-
-
-def cache_folder() -> Path:
-    """``$XDG_CACHE_HOME/mmflow/faces`` (``~/.cache/mmflow/faces`` by default)."""
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mmflow" / "faces"
 
 
 def enabled() -> bool:
@@ -106,9 +100,7 @@ def _read(path: Path) -> tuple[Detection, int] | None:
 def _write(path: Path, detection: Detection, faces: int) -> None:
     """Store an entry atomically; a cache that cannot be written is skipped (the detection is still returned)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as temp:
-            temp.write_text(json.dumps(_entry(detection, faces)))
+        write_text_atomic(path, json.dumps(_entry(detection, faces)))
     except OSError as error:
         logger.debug("face cache not written (%s): %s", path, error)
 
@@ -118,17 +110,16 @@ def detect_portrait(image: np.ndarray, name: str | None = None) -> Detection:
     portrait was seen before. Errors (no face, too small) are raised every time and never cached."""
     if not enabled():
         return default_detector().detect(image, name)
-    key = detection_key(image)
-    for folder in (SHIPPED, cache_folder()):
+    key, cache = detection_key(image), user_cache_folder("faces")
+    for folder in (SHIPPED, cache):
         found = _read(folder / f"{key}.json")
         if found is not None:
             detection, faces = found
             if faces > 1:
-                logger.warning("%s: %d faces found; using the largest (%.0f px at %s)", _describe(name), faces,
-                               detection.size, tuple(round(v) for v in detection.box))
+                warn_several_faces(name, faces, detection)
             return detection
     detector = default_detector()
     detections = detector.detect_all(image)
     detection = detector.choose(detections, name)
-    _write(cache_folder() / f"{key}.json", detection, len(detections))
+    _write(cache / f"{key}.json", detection, len(detections))
     return detection

@@ -13,7 +13,6 @@ import hashlib
 import itertools
 import logging
 import math
-import os
 import wave
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -24,7 +23,7 @@ import numpy as np
 from mmflow.codecs import InputError
 from mmflow.evaluation.metric import BenchmarkItem
 from mmflow.evaluation.options import check_options, float_option
-from mmflow.io import atomic_path
+from mmflow.io import atomic_path, user_cache_folder
 
 from .lse import FPS, decode_audio, iter_frames
 
@@ -43,8 +42,7 @@ CELEBV_DUB_LAYOUT = ("<root>/test/<id>.mp4 (the clip with its original speech) a
 
 
 def cache_root(name: str) -> Path:
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "mmflow" / "benchmarks" / name
+    return user_cache_folder("benchmarks", name)
 
 
 def _source_key(path: Path) -> str:
