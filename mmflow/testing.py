@@ -1,10 +1,18 @@
-"""Test utilities for mmflow and its plugins: tiny models of any number of streams, batches, random weights, and
-``BackboneConformance``, the checks a third-party backbone should pass (mix it into a pytest class)."""
+"""Test utilities for mmflow and its plugins: tiny models of any number of streams, batches, random weights,
+``BackboneConformance``, the checks a third-party backbone should pass (mix it into a pytest class), and
+``accelerate_launch``, a multi-process run on CPU that survives the hangs and native aborts of gloo."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import warnings
+from collections.abc import Mapping, Sequence
 from fractions import Fraction
+from pathlib import Path
 
 import torch
 
@@ -171,3 +179,78 @@ class BackboneConformance:
         for name, batch in batches.items():
             keep = batch.given & batch.valid
             torch.testing.assert_close(out[name][keep], batch.latent[keep], rtol=0, atol=0)
+
+
+# ------------------------------------------------------------------------------------------------ processes
+
+LAUNCH_TIMEOUT = 120
+"""Seconds one two-process CPU launch may take (a toy run takes 10-15 s on 2 cores). Once in about ten runs of an
+FSDP test on a loaded 2-core machine a launch never finished; it is killed and launched once more rather than
+stalling a suite until pytest's timeout."""
+
+TWO_CPU_PROCESSES = ("--multi_gpu", "--num_processes", "2", "--num_machines", "1", "--mixed_precision", "no",
+                     "--dynamo_backend", "no", "--main_process_port", "0")
+"""``accelerate launch`` options that really start two processes on a CPU-only machine (``--cpu`` with
+``--num_processes 2`` starts one); with ``ACCELERATE_USE_CPU=1`` they talk over gloo. Port 0: any free port."""
+
+NATIVE_ABORT = "terminate called without an active exception"
+"""What libstdc++ prints when a native thread dies in ``std::terminate``: in a Python 3.11 process, a C++ worker
+thread (gloo's, Arrow's) that asks for the GIL while the interpreter finalizes (pytorch/pytorch#179291,
+apache/arrow#45214). One rank of a two-process CPU run ended so after its last training step in about a third of
+runs on a loaded machine when a collective followed training, and once in a CI run without one; never in 60 runs
+alone, idle or under load. A launch that ends so is run once more."""
+
+
+def accelerate_launch(options: Sequence[str], script: str | os.PathLike, *arguments: str,
+                      python_path: Sequence[str | os.PathLike] = (), clear: Sequence[str | os.PathLike] = (),
+                      cwd: str | os.PathLike | None = None, timeout: float = LAUNCH_TIMEOUT,
+                      ) -> subprocess.CompletedProcess:
+    """``accelerate launch <options> script arguments`` on CPU; fails (AssertionError) with the log's end unless
+    every rank exits 0.
+
+    The ranks run with one OpenMP thread each, no GPU, ``PYTHONFAULTHANDLER=1`` (an abort names the Python frames
+    that were running) and ``python_path`` before this process's ``PYTHONPATH``. A launch that hangs past
+    ``timeout`` (launcher and ranks are killed) or ends in ``NATIVE_ABORT`` is run once more, with a warning that
+    shows its log; ``clear``: this launch's own outputs, removed before that second run so it starts clean. Two
+    in a row fail.
+    """
+    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": "",
+           "PYTHONFAULTHANDLER": "1"}
+    if paths := [*map(str, python_path), *filter(None, [os.environ.get("PYTHONPATH")])]:
+        env["PYTHONPATH"] = os.pathsep.join(paths)
+    command = [str(Path(sys.executable).parent / "accelerate"), "launch", *options, str(script), *arguments]
+    for attempt in (1, 2):
+        for output in clear if attempt == 2 else ():
+            shutil.rmtree(output, ignore_errors=True)
+        process = subprocess.Popen(command, env=env, cwd=cwd, text=True, stdout=subprocess.PIPE,
+                                   stderr=subprocess.PIPE)
+        try:
+            stdout, stderr = process.communicate(timeout=timeout)
+            trouble = f"ended in a native abort ({NATIVE_ABORT!r})" if process.returncode and NATIVE_ABORT in stderr else ""
+        except subprocess.TimeoutExpired:
+            _kill_tree(process.pid)
+            stdout, stderr = process.communicate()
+            trouble = f"hung past {timeout:g} s"
+            if attempt == 2:
+                raise AssertionError(f"two launches of {script} hung past {timeout:g} s:\n{stderr[-4000:]}") from None
+        if not trouble or attempt == 2:
+            break
+        warnings.warn(f"a launch of {script} {trouble}; launched again:\n{stderr[-3000:]}", stacklevel=2)
+    if process.returncode != 0:
+        raise AssertionError(f"{' '.join(command)} exited {process.returncode}:\n{stderr[-4000:]}")
+    return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def _kill_tree(pid: int) -> None:
+    """Kill a launcher and every process below it (torchrun starts the ranks in sessions of their own, so a
+    process-group kill would miss them)."""
+    import psutil  # a dependency of accelerate
+
+    try:
+        launcher = psutil.Process(pid)
+        family = [*launcher.children(recursive=True), launcher]
+    except psutil.NoSuchProcess:
+        return
+    for member in family:
+        with contextlib.suppress(psutil.NoSuchProcess):  # it ended on its own meanwhile
+            member.kill()

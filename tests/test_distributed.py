@@ -6,17 +6,12 @@ processes without overlap."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
 import subprocess
-import sys
 import textwrap
-import warnings
 from pathlib import Path
 from types import SimpleNamespace
 
-import psutil
 import pytest
 import torch
 import yaml
@@ -24,12 +19,12 @@ from accelerate.commands.config.config_args import load_config_from_file
 from accelerate.utils import DeepSpeedPlugin, DistributedType
 from safetensors.torch import load_file
 
+from mmflow.testing import accelerate_launch
 from mmflow.training.resume import CheckpointError, _restore_fsdp
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = ROOT / "recipes" / "configs" / "accelerate"
 TOY = ROOT / "examples" / "toy_gesture" / "mmflow_toy_gesture" / "configs" / "toy.yaml"
-VENV_BIN = Path(sys.executable).parent
 
 EXPECTED = {  # file: (distributed type, processes, CPU only)
     "single_cpu.yaml": (DistributedType.NO, 1, True),
@@ -86,49 +81,10 @@ def toy_config(tmp_path: Path, **changes) -> Path:
     return path
 
 
-LAUNCH_TIMEOUT = 120
-"""Seconds one two-process launch may take (each takes 10-15 s here). Once in about ten runs of the FSDP test on
-this 2-core machine one launch never finished (never reproduced alone); such a hang is killed and launched once
-more, with a warning that shows its log, instead of stalling the suite until pytest's 300 s timeout."""
-
-NATIVE_ABORT = "terminate called without an active exception"
-"""What libstdc++ prints when a native thread dies in ``std::terminate``: in a Python 3.11 process this is a C++
-worker thread (gloo's, Arrow's) that asks for the GIL while the interpreter finalizes (pytorch/pytorch#179291,
-apache/arrow#45214). Twice in full-suite runs (one a CI run) one rank of the streamed test ended so after its
-last training step; it never happened in 60 runs of the test alone, idle or under load. Such a launch is run once
-more from a clean output (``clear``), with a warning that shows its log (the ranks run with
-``PYTHONFAULTHANDLER=1``, so the log names the Python frames that were running); two in a row fail the test."""
-
-
 def launch(config_file: str, *arguments: str, clear: tuple[Path, ...] = ()) -> subprocess.CompletedProcess:
-    """``accelerate launch`` with ``config_file``; ``clear``: this launch's outputs, removed before a relaunch."""
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1",
-           "PYTHONPATH": os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
-    command = [str(VENV_BIN / "accelerate"), "launch", "--config_file", str(CONFIGS / config_file),
-               "--main_process_port", "0", *arguments]
-    for attempt in (1, 2):
-        for output in clear if attempt == 2 else ():
-            shutil.rmtree(output, ignore_errors=True)
-        process = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                   cwd=ROOT)
-        try:
-            stdout, stderr = process.communicate(timeout=LAUNCH_TIMEOUT)
-            if process.returncode == 0 or NATIVE_ABORT not in stderr or attempt == 2:
-                break
-            warnings.warn(f"a launch of {arguments[0]} ended in a native abort ({NATIVE_ABORT!r}); launched "
-                          f"again:\n{stderr[-3000:]}", stacklevel=2)
-        except subprocess.TimeoutExpired:
-            launcher = psutil.Process(process.pid)
-            for child in [*launcher.children(recursive=True), launcher]:  # the ranks run in sessions of their own
-                child.kill()
-            stdout, stderr = process.communicate()
-            if attempt == 2:
-                pytest.fail(f"two launches of {arguments[0]} hung past {LAUNCH_TIMEOUT} s:\n{stderr[-4000:]}")
-            warnings.warn(f"a launch of {arguments[0]} hung past {LAUNCH_TIMEOUT} s (gloo on a loaded 2-core "
-                          f"machine); launched again:\n{stderr[-2000:]}", stacklevel=2)
-    result = subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result
+    """``accelerate launch`` with one of the shipped config files (``mmflow.testing.accelerate_launch``)."""
+    return accelerate_launch(["--config_file", str(CONFIGS / config_file), "--main_process_port", "0"], *arguments,
+                             python_path=[ROOT], clear=clear, cwd=ROOT)
 
 
 def _weights(folder: Path) -> dict[str, torch.Tensor]:

@@ -21,7 +21,7 @@ from accelerate.data_loader import BatchSamplerShard
 from accelerate.state import AcceleratorState, GradientState
 
 from mmflow import MMDiT, StreamSpec
-from mmflow.testing import randomize
+from mmflow.testing import TWO_CPU_PROCESSES, accelerate_launch, randomize
 from mmflow.training import (
     CheckpointError,
     ConfigError,
@@ -479,6 +479,8 @@ if acc.is_main_process:
               "rank_diff": (gathered[0] - gathered[1]).abs().max().item(), "batches": len(trainer.loader),
               "reload_diff": (reloaded - flat).abs().max().item()}
     open(sys.argv[2], "w").write(json.dumps(report))
+acc.wait_for_everyone()
+acc.end_training()  # as mmflow train ends
 """
 
 
@@ -488,12 +490,8 @@ def test_two_processes_stay_in_sync(tmp_path):
     config_path, script, report_path = tmp_path / "c.yaml", tmp_path / "two_ranks.py", tmp_path / "report.json"
     config_path.write_text(yaml.safe_dump(data))
     script.write_text(textwrap.dedent(TWO_RANK_SCRIPT))
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "PYTHONPATH": python_path()}
-    command = [str(VENV_BIN / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-               str(script), str(config_path), str(report_path)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=240)
-    assert result.returncode == 0, result.stderr[-3000:]
+    accelerate_launch(TWO_CPU_PROCESSES, script, str(config_path), str(report_path), python_path=[ROOT],
+                      clear=[data["output_dir"]])
     report = json.loads(report_path.read_text())
     assert report["world"] == 2 and report["type"] == "DistributedType.MULTI_CPU"
     assert report["batches"] == 5  # 20 clips / batch 2 = 10 batches, dealt to 2 ranks

@@ -3,10 +3,7 @@ fine-tunes stage 2 from it (keeping its vocoder), and runs as two gloo processes
 
 from __future__ import annotations
 
-import os
 import runpy
-import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +11,8 @@ import pytest
 import torch
 import yaml
 from accelerate.state import AcceleratorState, GradientState
+
+from mmflow.testing import TWO_CPU_PROCESSES, accelerate_launch
 
 pytest.importorskip("espeakng_loader")
 
@@ -114,13 +113,8 @@ def test_build_jamflow_and_the_recipe_build_the_same_architecture():
 
 def test_two_processes_train_the_tiny_config(tmp_path):
     config = _config(tmp_path)
-    env = {**os.environ, "ACCELERATE_USE_CPU": "1", "OMP_NUM_THREADS": "1", "CUDA_VISIBLE_DEVICES": ""}
-    accelerate = Path(sys.executable).parent / "accelerate"
-    command = [str(accelerate), "launch", "--multi_gpu", "--num_processes", "2", "--num_machines", "1",
-               "--mixed_precision", "no", "--dynamo_backend", "no", "--main_process_port", "0",
-               str(RECIPE), "--config", str(config), "--output-dir", str(tmp_path / "ddp")]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
-    assert result.returncode == 0, result.stderr[-3000:]
+    result = accelerate_launch(TWO_CPU_PROCESSES, RECIPE, "--config", str(config), "--output-dir",
+                               str(tmp_path / "ddp"), clear=[tmp_path / "ddp"])
     assert "2 process(es)" in result.stderr
     assert (tmp_path / "ddp" / "pipeline" / "model_index.json").is_file()
 
