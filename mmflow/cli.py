@@ -104,9 +104,10 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
-FAST_EXIT_COMMANDS = frozenset({"generate"})
+FAST_EXIT_COMMANDS = frozenset({"generate", "train"})
 """Commands whose process may end without the interpreter's teardown (``exit_without_teardown``): everything they
-write is closed and renamed into place before they return."""
+write is closed and renamed into place before they return. For ``train`` it also means that no gloo worker thread
+can abort a rank during that teardown (``mmflow/training/process_group.py``)."""
 
 
 def exit_without_teardown(code: int) -> None:

@@ -194,11 +194,10 @@ TWO_CPU_PROCESSES = ("--multi_gpu", "--num_processes", "2", "--num_machines", "1
 ``--num_processes 2`` starts one); with ``ACCELERATE_USE_CPU=1`` they talk over gloo. Port 0: any free port."""
 
 NATIVE_ABORT = "terminate called without an active exception"
-"""What libstdc++ prints when a native thread dies in ``std::terminate``: in a Python 3.11 process, a C++ worker
-thread (gloo's, Arrow's) that asks for the GIL while the interpreter finalizes (pytorch/pytorch#179291,
-apache/arrow#45214). One rank of a two-process CPU run ended so after its last training step in about a third of
-runs on a loaded machine when a collective followed training, and once in a CI run without one; never in 60 runs
-alone, idle or under load. A launch that ends so is run once more."""
+"""What libstdc++ prints when a gloo worker thread asks for the GIL while Python finalizes (docs/distributed.md,
+"Process exit"): the rank dies with SIGABRT after its work is done. mmflow's training commands and its Trainer
+guard against it, but a test's own script may not, and torch's or Arrow's threads may meet it in other ways, so a
+launch that ends so is run once more."""
 
 
 def accelerate_launch(options: Sequence[str], script: str | os.PathLike, *arguments: str,

@@ -6,9 +6,9 @@
     accelerate launch recipes/jamflow.py --config ... --stage stage2 --pretrained-pipeline outputs/stage1/pipeline
 """
 
-import sys
-
 from mmflow_jamflow.recipe import main
 
+from mmflow.cli import exit_without_teardown
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())  # no abort in gloo's threads during teardown (mmflow/training/process_group.py)

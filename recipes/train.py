@@ -13,8 +13,8 @@ from __future__ import annotations
 
 import argparse
 import logging
-import sys
 
+from mmflow.cli import exit_without_teardown
 from mmflow.training import command
 
 
@@ -30,4 +30,4 @@ def main(argv=None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_without_teardown(main())  # no abort in gloo's threads during teardown (mmflow/training/process_group.py)

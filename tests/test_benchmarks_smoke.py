@@ -115,3 +115,14 @@ def test_train_counts_flops_and_reports_mfu_only_with_a_peak(tmp_path):
     assert result["flops_per_step"] > 0 and "3 × forward" in result["flops_formula"]
     assert result["mfu"] == pytest.approx(result["model_tflops_per_second"] / 0.5)
     assert train.parse_args([]).peak_tflops is None  # no made-up default peak
+
+
+def test_gloo_exit_writes_its_counts(tmp_path):
+    import gloo_exit
+
+    out = tmp_path / "gloo.json"
+    assert gloo_exit.main(["--launches", "1", "--variants", "handler", "--endings", "raise", "--out", str(out)]) == 0
+    report = json.loads(out.read_text())
+    assert report["launches_per_variant"] == 1 and list(report["results"]) == ["raise"]
+    # the handler destroys the group and waits for gloo's threads: no abort, the rank's error keeps its exit code
+    assert report["results"]["raise"] == {"handler": {"launches": 1, "aborted": 0, "exit_codes": {"1": 1}}}

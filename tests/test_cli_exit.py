@@ -4,6 +4,7 @@ interpreter's teardown."""
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 
 def run_script(body: str, tmp_path) -> subprocess.CompletedProcess:
@@ -45,14 +46,21 @@ def test_a_running_non_daemon_thread_is_waited_for(tmp_path):
     assert (tmp_path / "thread-finished").read_text() == "yes"
 
 
-def test_only_generate_exits_quickly(tmp_path, monkeypatch):
+def test_generate_and_train_exit_quickly_and_nothing_else(tmp_path, monkeypatch):
     from mmflow import cli
 
     exits = []
     monkeypatch.setattr(cli, "exit_without_teardown", lambda code: exits.append(("quick", code)))
     monkeypatch.setattr(cli.sys, "exit", lambda code: exits.append(("normal", code)))
     monkeypatch.setattr(cli, "main", lambda: 0)
-    for argv in (["mmflow", "generate", "--text", "hi"], ["mmflow", "train"], ["mmflow"]):
+    for argv in (["mmflow", "generate", "--text", "hi"], ["mmflow", "train"], ["mmflow", "evaluate"], ["mmflow"]):
         monkeypatch.setattr(cli.sys, "argv", argv)
         cli.run()
-    assert exits == [("quick", 0), ("normal", 0), ("normal", 0)]
+    assert exits == [("quick", 0), ("quick", 0), ("normal", 0), ("normal", 0)]
+
+
+def test_the_training_recipes_end_with_the_quick_exit():
+    """``accelerate launch recipes/*.py`` ends like ``mmflow train``: no teardown for gloo's threads to abort in."""
+    recipes = Path(__file__).resolve().parents[1] / "recipes"
+    for name in ("train.py", "jamflow.py", "vocoder.py"):
+        assert 'if __name__ == "__main__":\n    exit_without_teardown(main())' in (recipes / name).read_text(), name

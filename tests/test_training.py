@@ -289,6 +289,13 @@ def test_resume_is_bit_exact_with_dropout(tmp_path, monkeypatch, straight_run):
     assert_same_run(tail, params(third.unwrapped), third.ema.shadow, straight_run)
 
 
+def test_a_trainer_has_its_process_group_ended_at_exit(tmp_path, monkeypatch):
+    calls = []
+    monkeypatch.setattr("mmflow.training.trainer.end_process_group_at_exit", lambda: calls.append(1))
+    make_trainer(toy_dict(tmp_path))
+    assert calls == [1]  # tests/test_process_group.py: what the handler does
+
+
 def test_stage1_freezes_the_signal_backbone(tmp_path):
     trainer = make_trainer(toy_dict(tmp_path, stage="stage1", total_steps=3), random_weights=True)
     start = params(trainer.unwrapped)

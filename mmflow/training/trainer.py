@@ -47,6 +47,7 @@ from .config import ConfigError, ModelConfig, TrainingConfig
 from .data import LengthBucketSampler, MultiStreamCollator, resolve_columns, row_seconds
 from .ema import EMA
 from .lora import apply_lora, lora_merged, save_adapter
+from .process_group import end_process_group_at_exit
 from .resume import (
     FSDP_MODEL_FILE,
     CheckpointError,
@@ -146,6 +147,7 @@ class Trainer:
         self.config = config
         self.output_dir = Path(config.output_dir)
         self.accelerator = accelerator or make_accelerator(config)
+        end_process_group_at_exit()  # whatever way the process ends, no abort at exit from gloo's threads
         acc = self.accelerator
         if config.mixed_precision != "no" and acc.device.type == "cpu":
             raise ConfigError(

@@ -232,12 +232,14 @@ def train(config: VocoderRecipeConfig, resume: str = "auto") -> Path:
 
     from mmflow.io import atomic_path, write_text_atomic
     from mmflow.training.checkpoint import latest_checkpoint, save_checkpoint
+    from mmflow.training.process_group import end_process_group_at_exit
     from mmflow.training.resume import load_plain, restore_accelerator_state
     from mmflow_audio_f5tts.mel import SAMPLE_RATE
     from mmflow_audio_f5tts.vocoder_training import SegmentSampler, VocoderLoss
 
     output_dir = Path(config.output_dir)
     accelerator = Accelerator(project_dir=str(output_dir))
+    end_process_group_at_exit()
     model = build_vocoder(config)
     logger.info("Vocos %s: %s parameters", asdict(config.vocoder), f"{sum(p.numel() for p in model.parameters()):,}")
     optimizer = torch.optim.AdamW(model.parameters(), lr=config.optimizer.lr, betas=tuple(config.optimizer.betas),
