@@ -225,7 +225,8 @@ def accelerate_launch(options: Sequence[str], script: str | os.PathLike, *argume
                                    stderr=subprocess.PIPE)
         try:
             stdout, stderr = process.communicate(timeout=timeout)
-            trouble = f"ended in a native abort ({NATIVE_ABORT!r})" if process.returncode and NATIVE_ABORT in stderr else ""
+            aborted = process.returncode != 0 and NATIVE_ABORT in stderr
+            trouble = f"ended in a native abort ({NATIVE_ABORT!r})" if aborted else ""
         except subprocess.TimeoutExpired:
             _kill_tree(process.pid)
             stdout, stderr = process.communicate()

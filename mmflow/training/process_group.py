@@ -6,10 +6,11 @@ reached the interpreter's finalization, Python 3.11 ends the worker with ``pthre
 ``std::terminate`` ("terminate called without an active exception", SIGABRT): the rank dies after its work is
 done, or, when it raised an error, the abort hides the error's exit code. Seen with gdb in a core dump:
 ``ProcessGroupGloo::runLoop`` → ``~AsyncAllreduceWork`` → ``TensorImpl::decref_pyobject`` → ``take_gil`` →
-``pthread_exit``. ``destroy_process_group`` does not stop those threads in torch 2.13, so ending the group is not
-enough: the exit handler also lets go of the GIL for a moment, so a worker that waits for it finishes while Python
-is whole. The CLI's training commands go further and skip the finalization (``mmflow.cli.exit_without_teardown``).
-Measured in docs/distributed.md ("Process exit").
+``pthread_exit``. ``destroy_process_group`` stops those threads only when nothing else holds the group (a
+``DistributedDataParallel`` model does), so ending the group is not enough: the exit handler also lets go of the
+GIL for a moment, so a worker that waits for it finishes while Python is whole. The CLI's training commands go
+further and skip the finalization (``mmflow.cli.exit_without_teardown``). Measured in docs/distributed.md
+("Process exit").
 """
 
 from __future__ import annotations
@@ -30,10 +31,10 @@ def end_process_group_at_exit() -> None:
     """If this process is in a gloo process group, register (once) an exit handler that destroys the group if it
     still exists, then leaves the GIL to gloo's worker threads for ``WORKER_GRACE_SECONDS``.
 
-    atexit handlers run before the interpreter finalizes, on a normal end (also after ``end_training``, which
-    destroys the group but does not stop its threads) and after an uncaught exception alike. NCCL groups are left
-    to ``accelerator.end_training()``: an NCCL destroy in an error path may wait for ranks that are gone, and that
-    cannot be tested without GPUs. A single process has no group and registers nothing.
+    atexit handlers run before the interpreter finalizes, on a normal end (also after ``end_training``, whose
+    destroy leaves the threads running while a model still holds the group) and after an uncaught exception alike.
+    NCCL groups are left to ``accelerator.end_training()``: an NCCL destroy in an error path may wait for ranks that
+    are gone, and that cannot be tested without GPUs. A single process has no group and registers nothing.
     """
     global _registered
     distributed = torch.distributed
