@@ -12,7 +12,7 @@ train`` and the recipes do.
 
 Per variant and ending the JSON holds the launches, how many printed the abort, and the exit codes seen.
 
-    python benchmarks/gloo_exit.py --launches 20
+    python benchmarks/gloo_exit.py --launches 30
 
 Writes benchmarks/results/gloo-exit.json (or --out).
 """
