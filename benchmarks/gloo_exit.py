@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import platform
-import socket
 import subprocess
 import sys
 import tempfile
@@ -34,10 +33,10 @@ from pathlib import Path
 import torch
 
 from mmflow.io import write_text_atomic
+from mmflow.testing import NATIVE_ABORT, free_port
 
 logger = logging.getLogger("benchmarks.gloo_exit")
 
-NATIVE_ABORT = "terminate called without an active exception"
 RANK_SCRIPT = """
 import sys, time, torch
 import mmflow.training.trainer  # imported before the group exists, as in a training script
@@ -60,16 +59,10 @@ VARIANTS = ("reference", "handler", "fast_exit")
 ENDINGS = ("return", "raise")
 
 
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def launch(script: Path, variant: str, ending: str) -> tuple[int, bool]:
     """(exit code of torchrun, whether a rank printed the native abort) for one two-rank launch."""
     command = [str(Path(sys.executable).parent / "torchrun"), "--nproc_per_node", "2", "--master_port",
-               str(free_port()), str(script), variant, ending]
+               str(free_port()), str(script), variant, ending]  # port 0 hangs torchrun when a rank raises
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
     return result.returncode, NATIVE_ABORT in result.stderr

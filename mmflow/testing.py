@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import socket
 import subprocess
 import sys
 import warnings
@@ -239,6 +240,13 @@ def accelerate_launch(options: Sequence[str], script: str | os.PathLike, *argume
     if process.returncode != 0:
         raise AssertionError(f"{' '.join(command)} exited {process.returncode}:\n{stderr[-4000:]}")
     return subprocess.CompletedProcess(command, process.returncode, stdout, stderr)
+
+
+def free_port() -> int:
+    """A TCP port on the loopback interface that is free now (for a server a test starts)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
 
 
 def _kill_tree(pid: int) -> None:
